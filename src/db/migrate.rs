@@ -1,0 +1,140 @@
+//! Schema migrations: the SQL files in `migrations/`, applied in order under
+//! a PostgreSQL advisory lock so replicas starting together migrate once.
+//!
+//! Each migration runs in its own transaction and is recorded with a
+//! checksum in `mnemo_migrations`; an edited, already-applied migration is
+//! refused rather than silently skipped. After the files, the embedding
+//! dimension is fixed (first start) or checked (every later start).
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use super::DbError;
+
+/// `pg_advisory_lock` key: "mnemo" in ASCII, so other tools can tell it apart.
+const LOCK_KEY: i64 = 0x6d6e_656d_6f;
+
+/// The migrations, in the order they apply. Names never change once shipped.
+pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub applied: Vec<&'static str>,
+    pub embedding_dim: usize,
+}
+
+/// Applies pending migrations and fixes or checks the embedding dimension.
+pub async fn run(client: &mut Client, embedding_dim: usize) -> Result<Report, DbError> {
+    // Session-level lock: held across the per-migration transactions and
+    // released below whatever happened (or by PostgreSQL if we die).
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let result = apply(client, embedding_dim).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    let report = result?;
+    unlock?;
+    Ok(report)
+}
+
+async fn apply(client: &mut Client, embedding_dim: usize) -> Result<Report, DbError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS mnemo_migrations (
+                name       text PRIMARY KEY,
+                checksum   text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    let mut report = Report::default();
+    for (name, sql) in MIGRATIONS {
+        let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
+        let row = client
+            .query_opt(
+                "SELECT checksum FROM mnemo_migrations WHERE name = $1",
+                &[name],
+            )
+            .await?;
+        match row {
+            Some(row) => {
+                let stored: String = row.get(0);
+                if stored != checksum {
+                    return Err(DbError::Migration {
+                        name: name.to_string(),
+                        message: "it was changed after it was applied; add a new migration instead"
+                            .into(),
+                    });
+                }
+            }
+            None => {
+                let tx = client.transaction().await?;
+                tx.batch_execute(sql).await.map_err(|e| migration_error(name, &e))?;
+                tx.execute(
+                    "INSERT INTO mnemo_migrations (name, checksum) VALUES ($1, $2)",
+                    &[name, &checksum],
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::info!(migration = name, "applied migration");
+                report.applied.push(name);
+            }
+        }
+    }
+    report.embedding_dim = fix_dimension(client, embedding_dim).await?;
+    Ok(report)
+}
+
+fn migration_error(name: &str, e: &tokio_postgres::Error) -> DbError {
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string());
+    if message.contains("vector") && message.contains("extension") {
+        return DbError::PgvectorMissing(message);
+    }
+    DbError::Migration {
+        name: name.to_string(),
+        message,
+    }
+}
+
+/// First start: types `memories.embedding` as `vector(dim)` and builds the
+/// HNSW index. Later starts: refuses a different dimension.
+async fn fix_dimension(client: &mut Client, dim: usize) -> Result<usize, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT (value #>> '{}')::int FROM mnemo_settings WHERE key = 'embedding_dim'",
+            &[],
+        )
+        .await?;
+    if let Some(row) = row {
+        let stored = row.get::<_, i32>(0) as usize;
+        if stored != dim {
+            return Err(DbError::DimensionMismatch {
+                stored,
+                configured: dim,
+            });
+        }
+        return Ok(stored);
+    }
+    let tx = client.transaction().await?;
+    // `dim` is a checked integer (config::check_dim), not user text.
+    tx.batch_execute(&format!(
+        "ALTER TABLE memories ALTER COLUMN embedding TYPE vector({dim});
+         CREATE INDEX memories_embedding_hnsw ON memories USING hnsw (embedding vector_cosine_ops);"
+    ))
+    .await
+    .map_err(|e| migration_error("embedding dimension", &e))?;
+    tx.execute(
+        "INSERT INTO mnemo_settings (key, value) VALUES ('embedding_dim', to_jsonb($1::int))",
+        &[&(dim as i32)],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(dim, "embedding dimension fixed for this database");
+    Ok(dim)
+}

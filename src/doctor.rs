@@ -1,0 +1,198 @@
+//! `mnemo doctor`: prints the effective configuration and checks each part
+//! of the setup (postgres binaries, database, pgvector, schema, embedding
+//! model), saying in plain words what is wrong and how to fix it.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use crate::config::{Config, EmbedderConfig};
+use crate::db::{self, embedded};
+use crate::embed::{Embedder, LazyEmbedder};
+
+/// One check's outcome.
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Runs every check; the report is for stdout, and `false` means a problem.
+pub async fn run(config: &Config) -> (String, bool) {
+    let mut out = String::new();
+    let _ = writeln!(out, "mnemo {} doctor\n\nconfiguration:", env!("CARGO_PKG_VERSION"));
+    let database = match &config.database_url {
+        Some(url) => format!("external: {}", db::redact(url)),
+        None => format!("embedded cluster in {}", config.data_dir.join("pg").display()),
+    };
+    for (k, v) in [
+        ("database", database),
+        ("data dir", config.data_dir.display().to_string()),
+        ("runtime dir", config.runtime_dir.display().to_string()),
+        ("postgres binaries", config.pg_bin.display().to_string()),
+        ("companion", config.companion.clone()),
+        ("default user", config.default_user.clone()),
+        ("embedder", config.embedder.describe()),
+        ("pool size", config.pool_size.to_string()),
+    ] {
+        let _ = writeln!(out, "  {k:<18} {v}");
+    }
+    let _ = writeln!(out, "\nchecks:");
+    let mut checks = Vec::new();
+    let embedder = LazyEmbedder::from_config(&config.embedder);
+    let dim = embedder.as_ref().map(|e| e.dim()).ok();
+    checks.extend(check_database(config, dim).await);
+    checks.push(match embedder {
+        Ok(e) => check_embedder(config, &e).await,
+        Err(e) => Check {
+            name: "embedding model",
+            ok: false,
+            detail: e.to_string(),
+        },
+    });
+    let ok = checks.iter().all(|c| c.ok);
+    for c in &checks {
+        let _ = writeln!(
+            out,
+            "  [{}] {:<18} {}",
+            if c.ok { " ok " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        if ok {
+            "everything looks fine."
+        } else {
+            "some checks failed: see the FAIL lines above for what to do."
+        }
+    );
+    (out, ok)
+}
+
+async fn check_database(config: &Config, dim: Option<usize>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if config.database_url.is_none() {
+        match embedded::EmbeddedCluster::new(&config.data_dir, &config.pg_bin, Some(&config.pg_user)) {
+            Ok(_) => checks.push(Check {
+                name: "postgres binaries",
+                ok: true,
+                detail: format!("found in {}", config.pg_bin.display()),
+            }),
+            Err(e) => {
+                checks.push(Check {
+                    name: "postgres binaries",
+                    ok: false,
+                    detail: e.to_string(),
+                });
+                return checks;
+            }
+        }
+    }
+    let target = match db::target(config).await {
+        Ok((pg, _)) => pg,
+        Err(e) => {
+            checks.push(Check {
+                name: "database",
+                ok: false,
+                detail: e.to_string(),
+            });
+            return checks;
+        }
+    };
+    let client = match db::pool(config, target) {
+        Ok(pool) => pool.get().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(Check {
+                name: "database",
+                ok: false,
+                detail: format!(
+                    "cannot connect: {e}. Check DATABASE_URL (host, port, user, password, sslmode), or unset it to use the embedded database"
+                ),
+            });
+            return checks;
+        }
+    };
+    match db::check_server(&client).await {
+        Ok(info) => {
+            checks.push(Check {
+                name: "database",
+                ok: true,
+                detail: format!("PostgreSQL {}", info.version),
+            });
+            checks.push(Check {
+                name: "pgvector",
+                ok: true,
+                detail: format!("version {}", info.pgvector),
+            });
+        }
+        Err(e) => {
+            checks.push(Check {
+                name: "pgvector",
+                ok: false,
+                detail: e.to_string(),
+            });
+            return checks;
+        }
+    }
+    let stored = client
+        .query_opt(
+            "SELECT (value #>> '{}')::int FROM mnemo_settings WHERE key = 'embedding_dim'",
+            &[],
+        )
+        .await;
+    checks.push(match (stored, dim) {
+        (Ok(Some(row)), Some(dim)) => {
+            let stored = row.get::<_, i32>(0) as usize;
+            Check {
+                name: "schema",
+                ok: stored == dim,
+                detail: if stored == dim {
+                    format!("migrated; embeddings have {stored} dimensions")
+                } else {
+                    db::DbError::DimensionMismatch {
+                        stored,
+                        configured: dim,
+                    }
+                    .to_string()
+                }
+            }
+        }
+        (Ok(_), _) | (Err(_), _) => Check {
+            name: "schema",
+            ok: true,
+            detail: "not migrated yet: `mnemo migrate` or the first `mnemo serve` does it".into(),
+        },
+    });
+    checks
+}
+
+async fn check_embedder(config: &Config, embedder: &LazyEmbedder) -> Check {
+    let started = Instant::now();
+    match embedder.embed(vec!["mnemo doctor test sentence".into()]).await {
+        Ok(v) => Check {
+            name: "embedding model",
+            ok: true,
+            detail: format!(
+                "{} dims, first embedding in {} ms",
+                v.first().map(Vec::len).unwrap_or(0),
+                started.elapsed().as_millis()
+            ),
+        },
+        Err(e) => Check {
+            name: "embedding model",
+            ok: false,
+            detail: match &config.embedder {
+                EmbedderConfig::Local { .. } => format!(
+                    "{e}. Run scripts/setup.sh to install the model, or set MNEMO_MODEL_DIR"
+                ),
+                _ => format!("{e}. Check the base URL, model name and API key"),
+            },
+        },
+    }
+}

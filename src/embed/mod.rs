@@ -1,0 +1,175 @@
+//! Text embeddings: the [`Embedder`] interface and its providers.
+//!
+//! Providers: `local` (all-MiniLM-L6-v2 through candle, the default), `openai`
+//! (any OpenAI-compatible `/embeddings` endpoint) and `hash` (a tiny
+//! deterministic embedder for tests that are not about retrieval quality).
+//! Every provider returns L2-normalised vectors of [`Embedder::dim`] floats.
+
+pub mod hash;
+pub mod local;
+pub mod openai;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::OnceCell;
+
+use crate::config::EmbedderConfig;
+
+/// Why an embedding could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedding model files not found at {path}: {hint}")]
+    ModelMissing { path: String, hint: String },
+    #[error("embedding model failed to load: {0}")]
+    Load(String),
+    #[error("embedding failed: {0}")]
+    Inference(String),
+    #[error("embedding service error: {0}")]
+    Remote(String),
+    #[error("embedder returned {got} dimensions, expected {expected}")]
+    Dimension { expected: usize, got: usize },
+}
+
+/// Turns texts into vectors. Implementations must be cheap to share
+/// (`Arc<dyn Embedder>`) and must not block the async runtime.
+pub trait Embedder: Send + Sync {
+    /// Number of dimensions of every vector this embedder returns.
+    fn dim(&self) -> usize;
+    /// A stable name for the model, recorded next to stored vectors.
+    fn model_id(&self) -> &str;
+    /// Embeds `texts` in order; the result has one vector per text.
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>>;
+}
+
+const LOCAL_MODEL_ID: &str = "all-MiniLM-L6-v2";
+
+/// The local model's dimension from its config.json, read before the model
+/// itself loads so the database can be checked at once (384 if unreadable:
+/// the load then fails with the real reason).
+fn local_dim(model_dir: &std::path::Path) -> usize {
+    std::fs::read(model_dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("hidden_size").and_then(|h| h.as_u64()))
+        .map(|h| h as usize)
+        .unwrap_or(384)
+}
+
+/// Scales `v` to unit length (a zero vector stays zero).
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// An embedder whose model loads in the background, so the server answers
+/// `initialize` at once; the first embedding call waits for the load.
+pub struct LazyEmbedder {
+    dim: usize,
+    model_id: String,
+    source: Source,
+    cell: OnceCell<Arc<dyn Embedder>>,
+}
+
+enum Source {
+    Local(PathBuf),
+    Ready(Arc<dyn Embedder>),
+}
+
+impl LazyEmbedder {
+    /// Builds the provider `config` names. Remote and hash providers are
+    /// ready at once; the local model is read on first use or [`Self::warm_up`].
+    pub fn from_config(config: &EmbedderConfig) -> Result<Arc<Self>, EmbedError> {
+        let (dim, model_id, source) = match config {
+            EmbedderConfig::Local { model_dir } => (
+                local_dim(model_dir),
+                LOCAL_MODEL_ID.to_string(),
+                Source::Local(model_dir.clone()),
+            ),
+            EmbedderConfig::OpenAi {
+                base_url,
+                model,
+                api_key,
+                dim,
+            } => {
+                let e = openai::OpenAiEmbedder::new(base_url, model, api_key.clone(), *dim)?;
+                (*dim, model.clone(), Source::Ready(Arc::new(e)))
+            }
+            EmbedderConfig::Hash { dim } => (
+                *dim,
+                "hash".to_string(),
+                Source::Ready(Arc::new(hash::HashEmbedder::new(*dim))),
+            ),
+        };
+        Ok(Arc::new(LazyEmbedder {
+            dim,
+            model_id,
+            source,
+            cell: OnceCell::new(),
+        }))
+    }
+
+    /// The loaded embedder, loading it now if needed.
+    pub async fn get(&self) -> Result<Arc<dyn Embedder>, EmbedError> {
+        self.cell
+            .get_or_try_init(|| async {
+                match &self.source {
+                    Source::Ready(e) => Ok(e.clone()),
+                    Source::Local(dir) => {
+                        let dir = dir.clone();
+                        let started = std::time::Instant::now();
+                        let loaded = tokio::task::spawn_blocking(move || local::LocalEmbedder::load(&dir))
+                            .await
+                            .map_err(|e| EmbedError::Load(format!("model loader crashed: {e}")))??;
+                        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "embedding model loaded");
+                        Ok(Arc::new(loaded) as Arc<dyn Embedder>)
+                    }
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// True once the model is loaded (for readiness checks).
+    pub fn is_loaded(&self) -> bool {
+        self.cell.initialized()
+    }
+
+    /// Starts loading in the background; errors are logged, and retried by
+    /// the next call that needs an embedding.
+    pub fn warm_up(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.get().await {
+                tracing::error!(error = %e, "embedding model did not load; memories are stored without vectors until it does");
+            }
+        });
+    }
+}
+
+impl Embedder for LazyEmbedder {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(async move {
+            let inner = self.get().await?;
+            let vectors = inner.embed(texts).await?;
+            if let Some(v) = vectors.iter().find(|v| v.len() != self.dim) {
+                return Err(EmbedError::Dimension {
+                    expected: self.dim,
+                    got: v.len(),
+                });
+            }
+            Ok(vectors)
+        })
+    }
+}

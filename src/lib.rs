@@ -1,0 +1,26 @@
+//! mnemo: long-term memory for AI agents, served over MCP, stored in
+//! PostgreSQL + pgvector.
+//!
+//! # Layout
+//!
+//! Authority runs one way: `migrations/` → [`store`] (rows and SQL) →
+//! [`tools`] (the MCP contract: arguments, validation, results) →
+//! [`transport`] (stdio, Streamable HTTP).
+//!
+//! - [`config`]: command line, environment, TOML file and defaults.
+//! - [`db`]: pool, TLS, migrations, and the embedded PostgreSQL cluster.
+//! - [`embed`]: the [`embed::Embedder`] interface and its providers.
+//! - [`store`]: every SQL statement; scoped by companion, knows no MCP.
+//! - [`tools`]: the MCP server and its tools; writes no SQL.
+//! - [`transport`]: stdio and HTTP adapters; only stdio writes to stdout.
+//! - [`app`]: assembles the above from a configuration.
+//! - [`doctor`]: `mnemo doctor`'s checks.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod doctor;
+pub mod embed;
+pub mod store;
+pub mod tools;
+pub mod transport;

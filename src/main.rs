@@ -1,0 +1,142 @@
+//! The `mnemo` binary: parses the command line and runs one command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use mnemo::config::{Cli, Command, Config, DbAction, LogFormat};
+use mnemo::db;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.settings.merge_file().and_then(|s| s.resolve()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mnemo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mnemo: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mnemo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr: stdout belongs to the stdio transport.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("MNEMO_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => {
+            let shutdown = CancellationToken::new();
+            spawn_signal_handler(shutdown.clone());
+            let app = mnemo::app::start(&config, shutdown.child_token())
+                .await
+                .context("cannot start")?;
+            if let Some(addr) = args.http {
+                mnemo::transport::http::serve(app, addr, shutdown.clone()).await?;
+            } else {
+                mnemo::transport::stdio::serve(app, shutdown.clone()).await?;
+            }
+            shutdown.cancel();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let embedder = mnemo::embed::LazyEmbedder::from_config(&config.embedder)?;
+            let db = db::connect(&config, mnemo::embed::Embedder::dim(embedder.as_ref())).await?;
+            eprintln!("mnemo: {} is migrated", db.location);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => {
+            let (report, ok) = mnemo::doctor::run(&config).await;
+            print!("{report}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Db { action } => db_command(action, &config).await,
+    }
+}
+
+async fn db_command(action: DbAction, config: &Config) -> anyhow::Result<ExitCode> {
+    if config.database_url.is_some() {
+        anyhow::bail!(
+            "`mnemo db` manages the embedded cluster, but DATABASE_URL points at an external database; unset it first"
+        );
+    }
+    let cluster = db::embedded::EmbeddedCluster::new(&config.data_dir, &config.pg_bin, Some(&config.pg_user))?;
+    match action {
+        DbAction::Start => {
+            cluster.ensure_running("mnemo").await?;
+            println!("running: {} (socket in {})", cluster.pgdata().display(), cluster.socket_dir().display());
+        }
+        DbAction::Stop => {
+            if cluster.stop().await? {
+                println!("stopped: {}", cluster.pgdata().display());
+            } else {
+                println!("not running: {}", cluster.pgdata().display());
+            }
+        }
+        DbAction::Status => {
+            let status = cluster.status().await?;
+            println!("{}: {:?}", cluster.pgdata().display(), status);
+            if !matches!(status, db::embedded::ClusterStatus::Running { .. }) {
+                return Ok(ExitCode::from(3));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM, so transports stop accepting
+/// work and in-flight calls finish.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+}

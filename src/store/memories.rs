@@ -1,0 +1,515 @@
+//! Memory rows: store (deduplicated), get, list, update, archive, restore,
+//! delete and statistics, all confined to a [`Scope`].
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Kind, MEMORY_COLUMNS, Memory, Scope, Store, StoreError, to_vector};
+
+/// A memory to store. Content is already validated and trimmed.
+#[derive(Debug, Clone)]
+pub struct NewMemory {
+    pub user: String,
+    pub content: String,
+    pub kind: Kind,
+    pub importance: i16,
+    pub confidence: f32,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The result of a store: the id, and whether a new memory was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOutcome {
+    pub id: Uuid,
+    pub created: bool,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPatch {
+    pub content: Option<String>,
+    pub kind: Option<Kind>,
+    pub importance: Option<i16>,
+    pub confidence: Option<f32>,
+    pub tags: Option<Vec<String>>,
+    pub metadata: Option<serde_json::Value>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Filters shared by list and search.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub user: String,
+    pub kinds: Option<Vec<Kind>>,
+    pub tags_any: Option<Vec<String>>,
+    pub tags_all: Option<Vec<String>>,
+    pub min_importance: Option<i16>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub include_archived: bool,
+}
+
+impl ListFilter {
+    pub(crate) fn kind_names(&self) -> Option<Vec<&'static str>> {
+        self.kinds
+            .as_ref()
+            .map(|k| k.iter().map(|k| k.as_str()).collect())
+    }
+}
+
+/// The SQL filter over `m` for [`ListFilter`], with the parameters at $1..$9:
+/// companion, user, kinds, tags_any, tags_all, min_importance, since, until,
+/// include_archived. Expired memories never pass.
+pub(crate) const FILTER_SQL: &str = "m.companion_id = $1 AND m.user_id = $2 \
+     AND ($3::text[] IS NULL OR m.kind::text = ANY($3)) \
+     AND ($4::text[] IS NULL OR m.tags && $4) \
+     AND ($5::text[] IS NULL OR m.tags @> $5) \
+     AND ($6::int2 IS NULL OR m.importance >= $6) \
+     AND ($7::timestamptz IS NULL OR m.occurred_at >= $7) \
+     AND ($8::timestamptz IS NULL OR m.occurred_at < $8) \
+     AND ($9::bool OR m.archived_at IS NULL) \
+     AND (m.expires_at IS NULL OR m.expires_at > now())";
+
+/// Statistics for one companion (optionally one user).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Stats {
+    /// Memories stored, including archived and not yet purged expired ones.
+    pub total: i64,
+    /// Live (not archived, not expired) memories by kind.
+    pub by_kind: std::collections::BTreeMap<String, i64>,
+    pub archived: i64,
+    /// Expired but not yet purged.
+    pub expired: i64,
+    /// Waiting for the embedding job.
+    pub unembedded: i64,
+    pub relations: i64,
+    pub users: i64,
+    pub oldest_occurred_at: Option<DateTime<Utc>>,
+    pub newest_occurred_at: Option<DateTime<Utc>>,
+    pub oldest_created_at: Option<DateTime<Utc>>,
+    pub newest_created_at: Option<DateTime<Utc>>,
+}
+
+pub fn content_hash(content: &str) -> Vec<u8> {
+    Sha256::digest(content.as_bytes()).to_vec()
+}
+
+const INSERT_SQL: &str = "INSERT INTO memories AS m (companion_id, user_id, content, content_hash, kind, importance, \
+        confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13) \
+     ON CONFLICT (companion_id, user_id, content_hash) WHERE archived_at IS NULL DO UPDATE SET \
+        kind = EXCLUDED.kind, importance = EXCLUDED.importance, confidence = EXCLUDED.confidence, \
+        tags = EXCLUDED.tags, metadata = EXCLUDED.metadata, \
+        embedding = coalesce(EXCLUDED.embedding, m.embedding), \
+        embedding_model = coalesce(EXCLUDED.embedding_model, m.embedding_model), \
+        occurred_at = EXCLUDED.occurred_at, expires_at = EXCLUDED.expires_at, \
+        access_count = 0, last_accessed_at = NULL, created_at = now() \
+     WHERE m.expires_at IS NOT NULL AND m.expires_at <= now() \
+     RETURNING id";
+
+const EXISTING_SQL: &str = "SELECT id FROM memories \
+     WHERE companion_id = $1 AND user_id = $2 AND content_hash = $3 AND archived_at IS NULL";
+
+impl Store {
+    /// Stores one memory. Identical content already live for the same user
+    /// returns that memory (`created: false`); an expired twin is revived.
+    pub async fn insert(
+        &self,
+        scope: &Scope,
+        memory: &NewMemory,
+        embedding: Option<Vec<f32>>,
+        model: &str,
+    ) -> Result<StoreOutcome, StoreError> {
+        let client = self.client().await?;
+        insert_one(&client, scope, memory, embedding, model).await
+    }
+
+    /// Stores many memories in one transaction: all or none.
+    pub async fn insert_batch(
+        &self,
+        scope: &Scope,
+        memories: &[NewMemory],
+        embeddings: Vec<Option<Vec<f32>>>,
+        model: &str,
+    ) -> Result<Vec<StoreOutcome>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut out = Vec::with_capacity(memories.len());
+        for (memory, embedding) in memories.iter().zip(embeddings) {
+            out.push(insert_one(&tx, scope, memory, embedding, model).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One memory by id; counts an access.
+    pub async fn get(&self, scope: &Scope, id: Uuid) -> Result<Memory, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE memories AS m SET access_count = m.access_count + 1, last_accessed_at = now() \
+             FROM users u WHERE u.id = m.user_id AND m.id = $1 AND m.companion_id = $2 \
+             AND (m.expires_at IS NULL OR m.expires_at > now()) RETURNING {MEMORY_COLUMNS}"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let row = client
+            .query_opt(&stmt, &[&id, &scope.companion_id])
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(Memory::from_row(&row))
+    }
+
+    /// Memories newest first, `limit` per page, after `cursor` (the
+    /// `(created_at, id)` of the last row of the previous page).
+    pub async fn list(
+        &self,
+        scope: &Scope,
+        filter: &ListFilter,
+        cursor: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Memory>, StoreError> {
+        let client = self.client().await?;
+        let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories m JOIN users u ON u.id = m.user_id \
+             WHERE {FILTER_SQL} \
+             AND ($10::timestamptz IS NULL OR (m.created_at, m.id) < ($10, $11::uuid)) \
+             ORDER BY m.created_at DESC, m.id DESC LIMIT $12"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let (cursor_at, cursor_id) = match cursor {
+            Some((at, id)) => (Some(at), Some(id)),
+            None => (None, None),
+        };
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &scope.companion_id,
+                    &user_id,
+                    &filter.kind_names(),
+                    &filter.tags_any,
+                    &filter.tags_all,
+                    &filter.min_importance,
+                    &filter.since,
+                    &filter.until,
+                    &filter.include_archived,
+                    &cursor_at,
+                    &cursor_id,
+                    &limit,
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(Memory::from_row).collect())
+    }
+
+    /// Applies `patch`; with `expected_updated_at`, only if nobody changed
+    /// the memory since. A content change needs its new `embedding` (or
+    /// `None`, to be filled in by the embedding job).
+    pub async fn update(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        patch: &MemoryPatch,
+        embedding: Option<Vec<f32>>,
+        model: &str,
+        expected_updated_at: Option<DateTime<Utc>>,
+    ) -> Result<Memory, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE memories AS m SET \
+                content = coalesce($3, m.content), \
+                content_hash = coalesce($4, m.content_hash), \
+                kind = coalesce($5, m.kind), \
+                importance = coalesce($6, m.importance), \
+                confidence = coalesce($7, m.confidence), \
+                tags = coalesce($8, m.tags), \
+                metadata = coalesce($9, m.metadata), \
+                occurred_at = coalesce($10, m.occurred_at), \
+                expires_at = CASE WHEN $11::bool THEN $12::timestamptz ELSE m.expires_at END, \
+                embedding = CASE WHEN $3::text IS NULL THEN m.embedding ELSE $13 END, \
+                embedding_model = CASE WHEN $3::text IS NULL THEN m.embedding_model ELSE $14 END \
+             FROM users u \
+             WHERE u.id = m.user_id AND m.id = $1 AND m.companion_id = $2 \
+               AND (m.expires_at IS NULL OR m.expires_at > now()) \
+               AND ($15::timestamptz IS NULL OR m.updated_at = $15) \
+             RETURNING {MEMORY_COLUMNS}"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let hash = patch.content.as_deref().map(content_hash);
+        let (set_expiry, expiry) = match patch.expires_at {
+            Some(e) => (true, e),
+            None => (false, None),
+        };
+        let has_embedding = embedding.is_some();
+        let result = client
+            .query_opt(
+                &stmt,
+                &[
+                    &id,
+                    &scope.companion_id,
+                    &patch.content,
+                    &hash,
+                    &patch.kind,
+                    &patch.importance,
+                    &patch.confidence,
+                    &patch.tags,
+                    &patch.metadata,
+                    &patch.occurred_at,
+                    &set_expiry,
+                    &expiry,
+                    &to_vector(embedding),
+                    &has_embedding.then_some(model),
+                    &expected_updated_at,
+                ],
+            )
+            .await;
+        let row = match result {
+            Ok(row) => row,
+            Err(e) if is_unique_violation(&e) => {
+                let twin = self.live_twin(scope, id, patch.content.as_deref()).await?;
+                return Err(StoreError::DuplicateContent(twin.unwrap_or(id)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match row {
+            Some(row) => Ok(Memory::from_row(&row)),
+            None => Err(self.why_unchanged(scope, id, expected_updated_at).await),
+        }
+    }
+
+    /// Archives a memory (hidden from search and lists unless asked for).
+    /// Archiving an archived memory changes nothing.
+    pub async fn archive(&self, scope: &Scope, id: Uuid) -> Result<Memory, StoreError> {
+        self.set_archived(scope, id, true).await
+    }
+
+    /// Brings an archived memory back.
+    pub async fn restore(&self, scope: &Scope, id: Uuid) -> Result<Memory, StoreError> {
+        self.set_archived(scope, id, false).await
+    }
+
+    async fn set_archived(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        archived: bool,
+    ) -> Result<Memory, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE memories AS m SET archived_at = CASE WHEN $3 THEN coalesce(m.archived_at, now()) ELSE NULL END \
+             FROM users u WHERE u.id = m.user_id AND m.id = $1 AND m.companion_id = $2 \
+             AND (m.expires_at IS NULL OR m.expires_at > now()) RETURNING {MEMORY_COLUMNS}"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        match client
+            .query_opt(&stmt, &[&id, &scope.companion_id, &archived])
+            .await
+        {
+            Ok(Some(row)) => Ok(Memory::from_row(&row)),
+            Ok(None) => Err(StoreError::NotFound(id)),
+            Err(e) if is_unique_violation(&e) => {
+                let twin = self.live_twin(scope, id, None).await?;
+                Err(StoreError::DuplicateContent(twin.unwrap_or(id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a memory for good, with its relations.
+    pub async fn delete(&self, scope: &Scope, id: Uuid) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM memories WHERE id = $1 AND companion_id = $2")
+            .await?;
+        match client.execute(&stmt, &[&id, &scope.companion_id]).await? {
+            0 => Err(StoreError::NotFound(id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts for the companion, or for one user of it.
+    pub async fn stats(&self, scope: &Scope, user: Option<&str>) -> Result<Stats, StoreError> {
+        let client = self.client().await?;
+        let user_id = match user {
+            Some(u) => match Store::find_user(&client, u).await? {
+                Some(id) => Some(id),
+                None => Some(Uuid::nil()),
+            },
+            None => None,
+        };
+        let totals = client
+            .prepare_cached(
+                "SELECT count(*), \
+                    count(*) FILTER (WHERE archived_at IS NOT NULL), \
+                    count(*) FILTER (WHERE expires_at <= now()), \
+                    count(*) FILTER (WHERE embedding IS NULL), \
+                    count(DISTINCT user_id), \
+                    min(occurred_at), max(occurred_at), min(created_at), max(created_at) \
+                 FROM memories WHERE companion_id = $1 AND ($2::uuid IS NULL OR user_id = $2)",
+            )
+            .await?;
+        let row = client
+            .query_one(&totals, &[&scope.companion_id, &user_id])
+            .await?;
+        let kinds = client
+            .prepare_cached(
+                "SELECT kind::text, count(*) FROM memories \
+                 WHERE companion_id = $1 AND ($2::uuid IS NULL OR user_id = $2) \
+                   AND archived_at IS NULL AND (expires_at IS NULL OR expires_at > now()) \
+                 GROUP BY kind",
+            )
+            .await?;
+        let mut by_kind: std::collections::BTreeMap<String, i64> = Kind::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), 0))
+            .collect();
+        for r in client
+            .query(&kinds, &[&scope.companion_id, &user_id])
+            .await?
+        {
+            by_kind.insert(r.get(0), r.get(1));
+        }
+        let relations = client
+            .prepare_cached(
+                "SELECT count(*) FROM memory_relations r JOIN memories f ON f.id = r.from_id \
+                 WHERE r.companion_id = $1 AND ($2::uuid IS NULL OR f.user_id = $2)",
+            )
+            .await?;
+        let relations: i64 = client
+            .query_one(&relations, &[&scope.companion_id, &user_id])
+            .await?
+            .get(0);
+        Ok(Stats {
+            total: row.get(0),
+            by_kind,
+            archived: row.get(1),
+            expired: row.get(2),
+            unembedded: row.get(3),
+            users: row.get(4),
+            relations,
+            oldest_occurred_at: row.get(5),
+            newest_occurred_at: row.get(6),
+            oldest_created_at: row.get(7),
+            newest_created_at: row.get(8),
+        })
+    }
+
+    /// Explains why a guarded update touched no row.
+    async fn why_unchanged(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        expected: Option<DateTime<Utc>>,
+    ) -> StoreError {
+        let current = async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT updated_at FROM memories WHERE id = $1 AND companion_id = $2 \
+                     AND (expires_at IS NULL OR expires_at > now())",
+                )
+                .await?;
+            Ok::<_, StoreError>(
+                client
+                    .query_opt(&stmt, &[&id, &scope.companion_id])
+                    .await?
+                    .map(|r| r.get::<_, DateTime<Utc>>(0)),
+            )
+        }
+        .await;
+        match (current, expected) {
+            (Ok(Some(actual)), Some(expected)) => StoreError::Stale {
+                id,
+                expected,
+                actual,
+            },
+            (Ok(_), _) => StoreError::NotFound(id),
+            (Err(e), _) => e,
+        }
+    }
+
+    /// The live memory of the same user holding `content` (or `id`'s own
+    /// content), other than `id`.
+    async fn live_twin(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        content: Option<&str>,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT t.id FROM memories s JOIN memories t \
+                   ON t.companion_id = s.companion_id AND t.user_id = s.user_id \
+                  AND t.content_hash = coalesce($3, s.content_hash) AND t.archived_at IS NULL AND t.id <> s.id \
+                 WHERE s.id = $1 AND s.companion_id = $2",
+            )
+            .await?;
+        let hash = content.map(content_hash);
+        Ok(client
+            .query_opt(&stmt, &[&id, &scope.companion_id, &hash])
+            .await?
+            .map(|r| r.get(0)))
+    }
+}
+
+async fn insert_one(
+    client: &impl GenericClient,
+    scope: &Scope,
+    memory: &NewMemory,
+    embedding: Option<Vec<f32>>,
+    model: &str,
+) -> Result<StoreOutcome, StoreError> {
+    let user_id = Store::user_id(client, &memory.user).await?;
+    let hash = content_hash(&memory.content);
+    let model = embedding.is_some().then_some(model);
+    let insert = client.prepare_cached(INSERT_SQL).await?;
+    let row = client
+        .query_opt(
+            &insert,
+            &[
+                &scope.companion_id,
+                &user_id,
+                &memory.content,
+                &hash,
+                &memory.kind,
+                &memory.importance,
+                &memory.confidence,
+                &memory.tags,
+                &memory.metadata,
+                &to_vector(embedding),
+                &model,
+                &memory.occurred_at,
+                &memory.expires_at,
+            ],
+        )
+        .await?;
+    if let Some(row) = row {
+        return Ok(StoreOutcome {
+            id: row.get(0),
+            created: true,
+        });
+    }
+    let existing = client.prepare_cached(EXISTING_SQL).await?;
+    let row = client
+        .query_one(&existing, &[&scope.companion_id, &user_id, &hash])
+        .await?;
+    Ok(StoreOutcome {
+        id: row.get(0),
+        created: false,
+    })
+}
+
+pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}

@@ -1,0 +1,298 @@
+//! The memory store: typed rows and every SQL statement mnemo runs against
+//! its tables. It knows nothing about MCP.
+//!
+//! Invariant: every method takes a [`Scope`] (the companion) and every
+//! statement filters on it, so no id, however obtained, reaches another
+//! companion's rows.
+//!
+//! - `memories`: store (with dedup), get, list, update, archive/restore, delete, stats
+//! - `search`: hybrid (vector + full-text, fused by reciprocal rank) search
+//! - `relations`: typed links between memories and graph traversal
+//! - `jobs`: background purge of expired memories and embedding backfill
+
+pub mod jobs;
+pub mod memories;
+pub mod relations;
+pub mod search;
+
+use chrono::{DateTime, Utc};
+use pgvector::Vector;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db::{Db, DbError};
+
+pub use memories::{ListFilter, MemoryPatch, NewMemory, StoreOutcome};
+
+/// What went wrong in the store, in terms a tool can pass on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no memory with id {0} (it may have been deleted, or expired, or belong to another companion)")]
+    NotFound(Uuid),
+    #[error(
+        "memory {id} was changed at {actual} since you read it (expected_updated_at {expected}): \
+         read it again and reapply your change"
+    )]
+    Stale {
+        id: Uuid,
+        expected: DateTime<Utc>,
+        actual: DateTime<Utc>,
+    },
+    #[error("a live memory with the same content already exists: {0}")]
+    DuplicateContent(Uuid),
+    #[error("invalid value: {0}")]
+    Constraint(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            // A CHECK the tool layer did not catch: report it, do not hide it.
+            if db.code() == &tokio_postgres::error::SqlState::CHECK_VIOLATION
+                || db.code() == &tokio_postgres::error::SqlState::NOT_NULL_VIOLATION
+            {
+                return StoreError::Constraint(db.message().to_string());
+            }
+        }
+        StoreError::Db(DbError::Postgres(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Db(DbError::from(e))
+    }
+}
+
+/// The companion every query is confined to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub companion_id: Uuid,
+}
+
+/// What a memory is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, postgres_types::ToSql, postgres_types::FromSql,
+)]
+#[serde(rename_all = "lowercase")]
+#[postgres(name = "memory_kind")]
+pub enum Kind {
+    /// Something true about the user or the world ("Ana is vegetarian").
+    #[postgres(name = "fact")]
+    Fact,
+    /// Something that happened ("we debugged the VPN together on Monday").
+    #[postgres(name = "experience")]
+    Experience,
+    /// A like or dislike ("prefers short answers").
+    #[postgres(name = "preference")]
+    Preference,
+    /// A standing instruction ("always answer in Spanish").
+    #[postgres(name = "instruction")]
+    Instruction,
+    /// The companion's own conclusion or insight.
+    #[postgres(name = "reflection")]
+    Reflection,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Fact,
+        Kind::Experience,
+        Kind::Preference,
+        Kind::Instruction,
+        Kind::Reflection,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Fact => "fact",
+            Kind::Experience => "experience",
+            Kind::Preference => "preference",
+            Kind::Instruction => "instruction",
+            Kind::Reflection => "reflection",
+        }
+    }
+}
+
+/// How two memories are linked.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, postgres_types::ToSql, postgres_types::FromSql,
+)]
+#[serde(rename_all = "lowercase")]
+#[postgres(name = "relation_kind")]
+pub enum Relation {
+    /// `to` happened after `from`, or continues it.
+    #[postgres(name = "follows")]
+    Follows,
+    /// The two cannot both be true.
+    #[postgres(name = "contradicts")]
+    Contradicts,
+    /// `from` adds detail to `to`.
+    #[postgres(name = "elaborates")]
+    Elaborates,
+    /// `from` corrects `to`.
+    #[postgres(name = "corrects")]
+    Corrects,
+    /// `from` mentions `to`.
+    #[postgres(name = "references")]
+    References,
+    /// `from` caused `to`.
+    #[postgres(name = "causes")]
+    Causes,
+}
+
+impl Relation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relation::Follows => "follows",
+            Relation::Contradicts => "contradicts",
+            Relation::Elaborates => "elaborates",
+            Relation::Corrects => "corrects",
+            Relation::References => "references",
+            Relation::Causes => "causes",
+        }
+    }
+}
+
+/// A memory as stored.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Memory {
+    pub id: Uuid,
+    /// The user's external id.
+    pub user_id: String,
+    pub content: String,
+    pub kind: Kind,
+    pub importance: i16,
+    pub confidence: f32,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub access_count: i64,
+    pub last_accessed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// False while the vector is still waiting for the embedding job.
+    pub embedded: bool,
+}
+
+/// The column list every memory query selects, in [`Memory::from_row`]'s order.
+pub(crate) const MEMORY_COLUMNS: &str = "m.id, u.external_id, m.content, m.kind, m.importance, m.confidence, \
+     m.tags, m.metadata, m.occurred_at, m.expires_at, m.archived_at, m.access_count, \
+     m.last_accessed_at, m.created_at, m.updated_at, m.embedding IS NOT NULL";
+
+impl Memory {
+    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Memory {
+        Memory {
+            id: row.get(0),
+            user_id: row.get(1),
+            content: row.get(2),
+            kind: row.get(3),
+            importance: row.get(4),
+            confidence: row.get(5),
+            tags: row.get(6),
+            metadata: row.get(7),
+            occurred_at: row.get(8),
+            expires_at: row.get(9),
+            archived_at: row.get(10),
+            access_count: row.get(11),
+            last_accessed_at: row.get(12),
+            created_at: row.get(13),
+            updated_at: row.get(14),
+            embedded: row.get(15),
+        }
+    }
+}
+
+/// Access to mnemo's tables through the pool.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    dim: usize,
+}
+
+impl Store {
+    /// A store over `db`, whose embeddings have `dim` dimensions.
+    pub fn new(db: Db, dim: usize) -> Self {
+        Store { db, dim }
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.db.client().await?)
+    }
+
+    /// The scope for companion `name`, creating the companion on first use.
+    pub async fn companion(&self, name: &str) -> Result<Scope, StoreError> {
+        let client = self.client().await?;
+        let id = upsert_id(
+            &client,
+            "INSERT INTO companions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+            "SELECT id FROM companions WHERE name = $1",
+            name,
+        )
+        .await?;
+        Ok(Scope { companion_id: id })
+    }
+
+    /// The internal id of user `external_id`, creating the user on first use.
+    pub(crate) async fn user_id(
+        client: &impl deadpool_postgres::GenericClient,
+        external_id: &str,
+    ) -> Result<Uuid, StoreError> {
+        upsert_id(
+            client,
+            "INSERT INTO users (external_id) VALUES ($1) ON CONFLICT (external_id) DO NOTHING RETURNING id",
+            "SELECT id FROM users WHERE external_id = $1",
+            external_id,
+        )
+        .await
+    }
+
+    /// The internal id of user `external_id`, if the user exists.
+    pub(crate) async fn find_user(
+        client: &impl deadpool_postgres::GenericClient,
+        external_id: &str,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let stmt = client
+            .prepare_cached("SELECT id FROM users WHERE external_id = $1")
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&external_id])
+            .await?
+            .map(|r| r.get(0)))
+    }
+}
+
+/// Insert-or-select by a unique name. A concurrent insert can hide the row
+/// from this statement's snapshot, so the select runs separately.
+async fn upsert_id(
+    client: &impl deadpool_postgres::GenericClient,
+    insert: &str,
+    select: &str,
+    key: &str,
+) -> Result<Uuid, StoreError> {
+    let insert = client.prepare_cached(insert).await?;
+    if let Some(row) = client.query_opt(&insert, &[&key]).await? {
+        return Ok(row.get(0));
+    }
+    let select = client.prepare_cached(select).await?;
+    let row = client.query_one(&select, &[&key]).await?;
+    Ok(row.get(0))
+}
+
+/// A vector for pgvector, or NULL.
+pub(crate) fn to_vector(v: Option<Vec<f32>>) -> Option<Vector> {
+    v.map(Vector::from)
+}

@@ -1,0 +1,170 @@
+//! Typed, weighted links between memories of one companion, and their
+//! traversal (both directions, up to three hops) in one recursive query.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{MEMORY_COLUMNS, Memory, Relation, Scope, Store, StoreError};
+
+/// One hop of a traversal path.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Step {
+    pub from_id: Uuid,
+    pub relation: Relation,
+    pub to_id: Uuid,
+    pub strength: f32,
+}
+
+/// A memory reached from the start, with how it was reached.
+#[derive(Debug, Clone)]
+pub struct Reached {
+    pub memory: Memory,
+    pub depth: i32,
+    /// The hops from the start memory to this one, in order. A hop may run
+    /// against a relation's direction; `from_id`/`to_id` always show the
+    /// relation as stored.
+    pub path: Vec<Step>,
+}
+
+/// The outcome of relating two memories.
+#[derive(Debug, Clone, Copy)]
+pub struct Related {
+    pub id: Uuid,
+    pub created: bool,
+}
+
+impl Store {
+    /// Links `from` to `to`; relating an already related pair with the same
+    /// relation updates its strength.
+    pub async fn relate(
+        &self,
+        scope: &Scope,
+        from: Uuid,
+        to: Uuid,
+        relation: Relation,
+        strength: f32,
+    ) -> Result<Related, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO memory_relations AS r (companion_id, from_id, to_id, relation, strength) \
+                 SELECT $1, f.id, t.id, $4, $5 FROM memories f, memories t \
+                 WHERE f.id = $2 AND t.id = $3 AND f.companion_id = $1 AND t.companion_id = $1 \
+                 ON CONFLICT (from_id, to_id, relation) DO UPDATE SET strength = EXCLUDED.strength \
+                 RETURNING r.id, r.xmax = 0",
+            )
+            .await?;
+        let row = client
+            .query_opt(&stmt, &[&scope.companion_id, &from, &to, &relation, &strength])
+            .await?;
+        match row {
+            Some(row) => Ok(Related {
+                id: row.get(0),
+                created: row.get(1),
+            }),
+            None => {
+                let missing = self.first_missing(scope, &[from, to]).await?;
+                Err(StoreError::NotFound(missing.unwrap_or(from)))
+            }
+        }
+    }
+
+    /// Memories linked to `start` within `depth` hops, nearest first; with
+    /// `relations`, only through those relation types.
+    pub async fn related(
+        &self,
+        scope: &Scope,
+        start: Uuid,
+        depth: i32,
+        relations: Option<Vec<Relation>>,
+        limit: i64,
+    ) -> Result<Vec<Reached>, StoreError> {
+        if let Some(missing) = self.first_missing(scope, &[start]).await? {
+            return Err(StoreError::NotFound(missing));
+        }
+        let client = self.client().await?;
+        let sql = format!(
+            "WITH RECURSIVE walk(id, depth, visited, steps) AS ( \
+                SELECT $1::uuid, 0, ARRAY[$1::uuid], ARRAY[]::uuid[] \
+                UNION ALL \
+                SELECT nxt.id, w.depth + 1, w.visited || nxt.id, w.steps || nxt.rel_id \
+                FROM walk w CROSS JOIN LATERAL ( \
+                    SELECT r.to_id AS id, r.id AS rel_id FROM memory_relations r \
+                    WHERE r.from_id = w.id AND r.companion_id = $2 \
+                      AND ($4::text[] IS NULL OR r.relation::text = ANY($4)) \
+                    UNION ALL \
+                    SELECT r.from_id, r.id FROM memory_relations r \
+                    WHERE r.to_id = w.id AND r.companion_id = $2 \
+                      AND ($4::text[] IS NULL OR r.relation::text = ANY($4)) \
+                ) nxt \
+                WHERE w.depth < $3 AND NOT nxt.id = ANY(w.visited) \
+             ), nearest AS ( \
+                SELECT DISTINCT ON (id) id, depth, steps FROM walk WHERE depth > 0 \
+                ORDER BY id, depth, steps \
+             ) \
+             SELECT {MEMORY_COLUMNS}, n.depth, \
+                (SELECT coalesce(jsonb_agg(jsonb_build_object('from_id', r.from_id, 'relation', r.relation, \
+                        'to_id', r.to_id, 'strength', r.strength) ORDER BY s.ord), '[]'::jsonb) \
+                 FROM unnest(n.steps) WITH ORDINALITY AS s(rel_id, ord) JOIN memory_relations r ON r.id = s.rel_id) \
+             FROM nearest n JOIN memories m ON m.id = n.id JOIN users u ON u.id = m.user_id \
+             WHERE m.companion_id = $2 AND (m.expires_at IS NULL OR m.expires_at > now()) \
+             ORDER BY n.depth, m.id LIMIT $5"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let names: Option<Vec<&str>> = relations
+            .as_ref()
+            .map(|r| r.iter().map(|r| r.as_str()).collect());
+        let rows = client
+            .query(&stmt, &[&start, &scope.companion_id, &depth, &names, &limit])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let path: serde_json::Value = row.get(17);
+                let path: Vec<StepRow> = serde_json::from_value(path)
+                    .map_err(|e| StoreError::Constraint(format!("bad traversal path: {e}")))?;
+                Ok(Reached {
+                    memory: Memory::from_row(row),
+                    depth: row.get(16),
+                    path: path.into_iter().map(StepRow::into_step).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// The first of `ids` that is not a live memory of this companion.
+    async fn first_missing(&self, scope: &Scope, ids: &[Uuid]) -> Result<Option<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id FROM memories WHERE id = ANY($1) AND companion_id = $2 \
+                 AND (expires_at IS NULL OR expires_at > now())",
+            )
+            .await?;
+        let found: Vec<Uuid> = client
+            .query(&stmt, &[&ids, &scope.companion_id])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(ids.iter().find(|id| !found.contains(id)).copied())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StepRow {
+    from_id: Uuid,
+    relation: Relation,
+    to_id: Uuid,
+    strength: f32,
+}
+
+impl StepRow {
+    fn into_step(self) -> Step {
+        Step {
+            from_id: self.from_id,
+            relation: self.relation,
+            to_id: self.to_id,
+            strength: self.strength,
+        }
+    }
+}

