@@ -127,7 +127,13 @@ pub struct Settings {
     /// An external PostgreSQL (>= 15, with pgvector); unset = the embedded cluster.
     /// TLS follows sslmode (disable, prefer, require); certificates are checked against the
     /// Mozilla roots plus --db-ca-file.
-    #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// Extra CA certificate (PEM) trusted for TLS to the external database.
@@ -152,11 +158,21 @@ pub struct Settings {
     pub pool_wait_ms: Option<u64>,
 
     /// Timeout for opening a database connection, in ms [default: 5000].
-    #[arg(long, global = true, env = "MNEMO_CONNECT_TIMEOUT_MS", value_name = "MS")]
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_CONNECT_TIMEOUT_MS",
+        value_name = "MS"
+    )]
     pub connect_timeout_ms: Option<u64>,
 
     /// Server-side statement timeout, in ms [default: 30000].
-    #[arg(long, global = true, env = "MNEMO_STATEMENT_TIMEOUT_MS", value_name = "MS")]
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_STATEMENT_TIMEOUT_MS",
+        value_name = "MS"
+    )]
     pub statement_timeout_ms: Option<u64>,
 
     /// The companion (AI entity) whose memories this server reads and writes [default: default].
@@ -185,7 +201,13 @@ pub struct Settings {
     pub openai_model: Option<String>,
 
     /// API key for the OpenAI-compatible API (falls back to OPENAI_API_KEY).
-    #[arg(long, global = true, env = "MNEMO_OPENAI_API_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_OPENAI_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub openai_api_key: Option<String>,
 
     /// Dimension of the embedding vectors for openai/hash providers [default: 1536 for openai, 384 for hash].
@@ -193,7 +215,12 @@ pub struct Settings {
     pub embedding_dim: Option<usize>,
 
     /// Seconds between purges of expired memories [default: 300].
-    #[arg(long, global = true, env = "MNEMO_PURGE_INTERVAL_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_PURGE_INTERVAL_SECS",
+        value_name = "SECS"
+    )]
     pub purge_interval_secs: Option<u64>,
 
     /// Log format on stderr [default: text].

@@ -19,10 +19,17 @@ pub struct Check {
 /// Runs every check; the report is for stdout, and `false` means a problem.
 pub async fn run(config: &Config) -> (String, bool) {
     let mut out = String::new();
-    let _ = writeln!(out, "mnemo {} doctor\n\nconfiguration:", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
+        "mnemo {} doctor\n\nconfiguration:",
+        env!("CARGO_PKG_VERSION")
+    );
     let database = match &config.database_url {
         Some(url) => format!("external: {}", db::redact(url)),
-        None => format!("embedded cluster in {}", config.data_dir.join("pg").display()),
+        None => format!(
+            "embedded cluster in {}",
+            config.data_dir.join("pg").display()
+        ),
     };
     for (k, v) in [
         ("database", database),
@@ -74,7 +81,11 @@ pub async fn run(config: &Config) -> (String, bool) {
 async fn check_database(config: &Config, dim: Option<usize>) -> Vec<Check> {
     let mut checks = Vec::new();
     if config.database_url.is_none() {
-        match embedded::EmbeddedCluster::new(&config.data_dir, &config.pg_bin, Some(&config.pg_user)) {
+        match embedded::EmbeddedCluster::new(
+            &config.data_dir,
+            &config.pg_bin,
+            Some(&config.pg_user),
+        ) {
             Ok(_) => checks.push(Check {
                 name: "postgres binaries",
                 ok: true,
@@ -160,7 +171,7 @@ async fn check_database(config: &Config, dim: Option<usize>) -> Vec<Check> {
                         configured: dim,
                     }
                     .to_string()
-                }
+                },
             }
         }
         (Ok(_), _) | (Err(_), _) => Check {
@@ -174,7 +185,10 @@ async fn check_database(config: &Config, dim: Option<usize>) -> Vec<Check> {
 
 async fn check_embedder(config: &Config, embedder: &LazyEmbedder) -> Check {
     let started = Instant::now();
-    match embedder.embed(vec!["mnemo doctor test sentence".into()]).await {
+    match embedder
+        .embed(vec!["mnemo doctor test sentence".into()])
+        .await
+    {
         Ok(v) => Check {
             name: "embedding model",
             ok: true,

@@ -92,11 +92,19 @@ async fn db_command(action: DbAction, config: &Config) -> anyhow::Result<ExitCod
             "`mnemo db` manages the embedded cluster, but DATABASE_URL points at an external database; unset it first"
         );
     }
-    let cluster = db::embedded::EmbeddedCluster::new(&config.data_dir, &config.pg_bin, Some(&config.pg_user))?;
+    let cluster = db::embedded::EmbeddedCluster::new(
+        &config.data_dir,
+        &config.pg_bin,
+        Some(&config.pg_user),
+    )?;
     match action {
         DbAction::Start => {
             cluster.ensure_running("mnemo").await?;
-            println!("running: {} (socket in {})", cluster.pgdata().display(), cluster.socket_dir().display());
+            println!(
+                "running: {} (socket in {})",
+                cluster.pgdata().display(),
+                cluster.socket_dir().display()
+            );
         }
         DbAction::Stop => {
             if cluster.stop().await? {

@@ -42,21 +42,40 @@ async fn server_answers_initialize_and_lists_tools_over_stdio_and_http() {
 
     let stdio = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
     let info = stdio.peer_info().expect("server info after initialize");
-    assert_eq!(info.server_info.as_ref().map(|s| s.name.as_str()), Some("mnemo"));
+    assert_eq!(
+        info.server_info.as_ref().map(|s| s.name.as_str()),
+        Some("mnemo")
+    );
     let tools = stdio.list_all_tools().await.expect("tools/list over stdio");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     for name in expected {
-        assert!(names.contains(&name), "stdio tools/list lacks {name}: {names:?}");
+        assert!(
+            names.contains(&name),
+            "stdio tools/list lacks {name}: {names:?}"
+        );
     }
     stdio.cancel().await.ok();
 
     let server = http_server(mnemo(&db, "default", Embed::Hash)).await;
     let http = http_client(&server.url).await;
     let tools = http.list_all_tools().await.expect("tools/list over http");
-    assert_eq!(tools.len(), expected.len(), "{:?}", tools.iter().map(|t| &t.name).collect::<Vec<_>>());
+    assert_eq!(
+        tools.len(),
+        expected.len(),
+        "{:?}",
+        tools.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
     for tool in &tools {
-        assert!(tool.output_schema.is_some(), "{} has no outputSchema", tool.name);
-        assert!(tool.annotations.is_some(), "{} has no annotations", tool.name);
+        assert!(
+            tool.output_schema.is_some(),
+            "{} has no outputSchema",
+            tool.name
+        );
+        assert!(
+            tool.annotations.is_some(),
+            "{} has no annotations",
+            tool.name
+        );
         assert!(
             tool.description.as_deref().is_some_and(|d| d.len() > 40),
             "{} needs a description an LLM can act on",
@@ -68,7 +87,10 @@ async fn server_answers_initialize_and_lists_tools_over_stdio_and_http() {
 
 /// A fresh data dir under /tmp (reachable by the unprivileged postgres user).
 fn temp_data_dir(tag: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/tmp/mnemo-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    let dir = PathBuf::from(format!(
+        "/tmp/mnemo-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).expect("create data dir");
     dir
 }
@@ -102,19 +124,38 @@ async fn two_stdio_servers_started_together_share_one_embedded_cluster() {
     .await;
     let id = stored["id"].as_str().expect("id").to_string();
     let read = ok(&b, "get_memory", json!({"id": id})).await;
-    assert_eq!(read["memory"]["content"], "Ana's favourite tea is genmaicha");
+    assert_eq!(
+        read["memory"]["content"],
+        "Ana's favourite tea is genmaicha"
+    );
     a.cancel().await.ok();
     b.cancel().await.ok();
 
     // The cluster outlives its servers (documented), and `mnemo db` manages it.
     let status = run_mnemo(embedded_mnemo(&data_dir, "default"), &["db", "status"]).await;
-    assert!(status.status.success(), "db status: {}", text(&status.stderr));
-    assert!(text(&status.stdout).contains("Running"), "{}", text(&status.stdout));
+    assert!(
+        status.status.success(),
+        "db status: {}",
+        text(&status.stderr)
+    );
+    assert!(
+        text(&status.stdout).contains("Running"),
+        "{}",
+        text(&status.stdout)
+    );
     let stop = run_mnemo(embedded_mnemo(&data_dir, "default"), &["db", "stop"]).await;
     assert!(stop.status.success(), "db stop: {}", text(&stop.stderr));
     let status = run_mnemo(embedded_mnemo(&data_dir, "default"), &["db", "status"]).await;
-    assert_eq!(status.status.code(), Some(3), "stopped cluster reports exit 3");
-    assert!(text(&status.stdout).contains("Stopped"), "{}", text(&status.stdout));
+    assert_eq!(
+        status.status.code(),
+        Some(3),
+        "stopped cluster reports exit 3"
+    );
+    assert!(
+        text(&status.stdout).contains("Stopped"),
+        "{}",
+        text(&status.stdout)
+    );
 
     // Data survives a stop and a start on demand by the next server.
     let c = stdio_client(embedded_mnemo(&data_dir, "default")).await;
@@ -130,7 +171,11 @@ async fn replicas_starting_together_migrate_once() {
     let db = empty_db().await;
     let runs = (0..4).map(|_| run_mnemo(mnemo(&db, "default", Embed::Hash), &["migrate"]));
     for out in futures::future::join_all(runs).await {
-        assert!(out.status.success(), "migrate failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            text(&out.stderr)
+        );
     }
     let sql = db.sql().await;
     let applied: i64 = sql
@@ -163,9 +208,15 @@ async fn a_model_of_another_dimension_is_refused_with_a_clear_message() {
     let mut cmd = mnemo(&db, "default", Embed::Hash);
     cmd.env("MNEMO_EMBEDDING_DIM", "16");
     let out = run_mnemo(cmd, &["doctor"]).await;
-    assert!(!out.status.success(), "doctor must fail on a dimension mismatch");
+    assert!(
+        !out.status.success(),
+        "doctor must fail on a dimension mismatch"
+    );
     let report = text(&out.stdout);
-    assert!(report.contains("FAIL") && report.contains("384-dimensional"), "{report}");
+    assert!(
+        report.contains("FAIL") && report.contains("384-dimensional"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -176,8 +227,14 @@ async fn doctor_names_missing_postgres_binaries_and_the_fix() {
     let out = run_mnemo(cmd, &["doctor"]).await;
     assert!(!out.status.success());
     let report = text(&out.stdout);
-    assert!(report.contains("FAIL") && report.contains("postgres binaries"), "{report}");
-    assert!(report.contains("setup.sh") || report.contains("MNEMO_PG_BIN"), "{report}");
+    assert!(
+        report.contains("FAIL") && report.contains("postgres binaries"),
+        "{report}"
+    );
+    assert!(
+        report.contains("setup.sh") || report.contains("MNEMO_PG_BIN"),
+        "{report}"
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
@@ -187,7 +244,10 @@ async fn doctor_passes_on_a_working_setup() {
     let out = run_mnemo(mnemo(&db, "default", Embed::Hash), &["doctor"]).await;
     let report = text(&out.stdout);
     assert!(out.status.success(), "{report}\n{}", text(&out.stderr));
-    assert!(report.contains("pgvector") && report.contains("0.8"), "{report}");
+    assert!(
+        report.contains("pgvector") && report.contains("0.8"),
+        "{report}"
+    );
 }
 
 /// A PostgreSQL without pgvector: a copy of the runtime with the extension's
@@ -201,7 +261,11 @@ async fn doctor_and_migrate_explain_a_database_without_pgvector() {
         .to_path_buf();
     let copy = temp_data_dir("novector-runtime");
     let status = std::process::Command::new("cp")
-        .args(["-a", &format!("{}/.", runtime.display()), &copy.display().to_string()])
+        .args([
+            "-a",
+            &format!("{}/.", runtime.display()),
+            &copy.display().to_string(),
+        ])
         .status()
         .expect("cp");
     assert!(status.success());
@@ -220,10 +284,16 @@ async fn doctor_and_migrate_explain_a_database_without_pgvector() {
     let bin = copy.join("pgserver/pginstall/bin");
     let cluster = mnemo::db::embedded::EmbeddedCluster::new(&data_dir, &bin, None)
         .expect("cluster without pgvector");
-    cluster.ensure_running("plain").await.expect("start cluster");
+    cluster
+        .ensure_running("plain")
+        .await
+        .expect("start cluster");
     let db = TestDb {
         name: "plain".into(),
-        url: format!("host={} user=postgres dbname=plain", cluster.socket_dir().display()),
+        url: format!(
+            "host={} user=postgres dbname=plain",
+            cluster.socket_dir().display()
+        ),
     };
     let out = run_mnemo(mnemo(&db, "default", Embed::Hash), &["doctor"]).await;
     let report = text(&out.stdout);
@@ -234,7 +304,11 @@ async fn doctor_and_migrate_explain_a_database_without_pgvector() {
     );
     let out = run_mnemo(mnemo(&db, "default", Embed::Hash), &["migrate"]).await;
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("no pgvector"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no pgvector"),
+        "{}",
+        text(&out.stderr)
+    );
     cluster.stop().await.expect("stop");
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&copy);
@@ -245,7 +319,14 @@ async fn help_teaches_the_commands() {
     let db = fresh_db().await;
     let out = run_mnemo(mnemo(&db, "default", Embed::Hash), &["--help"]).await;
     let help = text(&out.stdout);
-    for word in ["serve", "migrate", "doctor", "db", "DATABASE_URL", "--data-dir"] {
+    for word in [
+        "serve",
+        "migrate",
+        "doctor",
+        "db",
+        "DATABASE_URL",
+        "--data-dir",
+    ] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
     let out = run_mnemo(mnemo(&db, "default", Embed::Hash), &["serve", "--help"]).await;

@@ -12,10 +12,11 @@ use tokio_postgres::Client;
 use super::DbError;
 
 /// `pg_advisory_lock` key: "mnemo" in ASCII, so other tools can tell it apart.
-const LOCK_KEY: i64 = 0x6d6e_656d_6f;
+const LOCK_KEY: i64 = 0x006d_6e65_6d6f;
 
 /// The migrations, in the order they apply. Names never change once shipped.
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
 
 /// What a run did.
 #[derive(Debug, Default)]
@@ -72,7 +73,9 @@ async fn apply(client: &mut Client, embedding_dim: usize) -> Result<Report, DbEr
             }
             None => {
                 let tx = client.transaction().await?;
-                tx.batch_execute(sql).await.map_err(|e| migration_error(name, &e))?;
+                tx.batch_execute(sql)
+                    .await
+                    .map_err(|e| migration_error(name, &e))?;
                 tx.execute(
                     "INSERT INTO mnemo_migrations (name, checksum) VALUES ($1, $2)",
                     &[name, &checksum],

@@ -24,7 +24,9 @@ pub enum DbError {
     Embedded(#[from] embedded::EmbeddedError),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(String),
-    #[error("database is busy: no connection free within {0:?} (raise --pool-size or --pool-wait-ms)")]
+    #[error(
+        "database is busy: no connection free within {0:?} (raise --pool-size or --pool-wait-ms)"
+    )]
     PoolTimeout(Duration),
     #[error(
         "no pgvector in the database: {0}. Install pgvector on the server and run CREATE EXTENSION vector \
@@ -83,7 +85,11 @@ impl Db {
 pub fn note_duration(name: &str, started: Instant) {
     let elapsed = started.elapsed();
     if elapsed > SLOW_QUERY {
-        tracing::warn!(query = name, elapsed_ms = elapsed.as_millis() as u64, "slow query");
+        tracing::warn!(
+            query = name,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "slow query"
+        );
     }
 }
 
@@ -123,7 +129,11 @@ pub fn pool(config: &Config, mut pg: tokio_postgres::Config) -> Result<Pool, DbE
     };
     let manager = match pg.get_ssl_mode() {
         SslMode::Disable => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
-        _ => Manager::from_config(pg, tls::connector(config.db_ca_file.as_deref())?, manager_config),
+        _ => Manager::from_config(
+            pg,
+            tls::connector(config.db_ca_file.as_deref())?,
+            manager_config,
+        ),
     };
     let statement_timeout = config.statement_timeout.as_millis() as u64;
     Pool::builder(manager)

@@ -17,9 +17,8 @@ pub fn connector(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, DbError> {
             .map_err(|e| DbError::Tls(format!("cannot read CA file {}: {e}", path.display())))?;
         let mut added = 0;
         for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls::pki_types::CertificateDer<'static> = cert.map_err(|e| {
-                DbError::Tls(format!("CA file {} is not PEM: {e}", path.display()))
-            })?;
+            let cert: rustls::pki_types::CertificateDer<'static> = cert
+                .map_err(|e| DbError::Tls(format!("CA file {} is not PEM: {e}", path.display())))?;
             roots
                 .add(cert)
                 .map_err(|e| DbError::Tls(format!("bad certificate in {}: {e}", path.display())))?;

@@ -121,10 +121,16 @@ impl LazyEmbedder {
                     Source::Local(dir) => {
                         let dir = dir.clone();
                         let started = std::time::Instant::now();
-                        let loaded = tokio::task::spawn_blocking(move || local::LocalEmbedder::load(&dir))
-                            .await
-                            .map_err(|e| EmbedError::Load(format!("model loader crashed: {e}")))??;
-                        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "embedding model loaded");
+                        let loaded =
+                            tokio::task::spawn_blocking(move || local::LocalEmbedder::load(&dir))
+                                .await
+                                .map_err(|e| {
+                                    EmbedError::Load(format!("model loader crashed: {e}"))
+                                })??;
+                        tracing::info!(
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "embedding model loaded"
+                        );
                         Ok(Arc::new(loaded) as Arc<dyn Embedder>)
                     }
                 }

@@ -62,7 +62,10 @@ impl Store {
             let id: Uuid = row.get(0);
             let hash: Vec<u8> = row.get(2);
             filled += client
-                .execute(&stmt, &[&id, &to_vector(Some(vector)), &embedder.model_id(), &hash])
+                .execute(
+                    &stmt,
+                    &[&id, &to_vector(Some(vector)), &embedder.model_id(), &hash],
+                )
                 .await? as usize;
         }
         Ok(filled)
@@ -113,7 +116,9 @@ pub fn spawn(
             loop {
                 match store.backfill_embeddings(embedder.as_ref()).await {
                     Ok(0) => break,
-                    Ok(n) => tracing::info!(embedded = n, "embedded memories stored without a vector"),
+                    Ok(n) => {
+                        tracing::info!(embedded = n, "embedded memories stored without a vector")
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "embedding backfill failed; will retry");
                         break;

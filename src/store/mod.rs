@@ -28,7 +28,9 @@ pub use memories::{ListFilter, MemoryPatch, NewMemory, StoreOutcome};
 /// What went wrong in the store, in terms a tool can pass on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("no memory with id {0} (it may have been deleted, or expired, or belong to another companion)")]
+    #[error(
+        "no memory with id {0} (it may have been deleted, or expired, or belong to another companion)"
+    )]
     NotFound(Uuid),
     #[error(
         "memory {id} was changed at {actual} since you read it (expected_updated_at {expected}): \
@@ -75,7 +77,17 @@ pub struct Scope {
 
 /// What a memory is.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, postgres_types::ToSql, postgres_types::FromSql,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    postgres_types::ToSql,
+    postgres_types::FromSql,
 )]
 #[serde(rename_all = "lowercase")]
 #[postgres(name = "memory_kind")]
@@ -119,7 +131,17 @@ impl Kind {
 
 /// How two memories are linked.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, postgres_types::ToSql, postgres_types::FromSql,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    postgres_types::ToSql,
+    postgres_types::FromSql,
 )]
 #[serde(rename_all = "lowercase")]
 #[postgres(name = "relation_kind")]

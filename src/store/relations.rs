@@ -55,7 +55,10 @@ impl Store {
             )
             .await?;
         let row = client
-            .query_opt(&stmt, &[&scope.companion_id, &from, &to, &relation, &strength])
+            .query_opt(
+                &stmt,
+                &[&scope.companion_id, &from, &to, &relation, &strength],
+            )
             .await?;
         match row {
             Some(row) => Ok(Related {
@@ -115,7 +118,10 @@ impl Store {
             .as_ref()
             .map(|r| r.iter().map(|r| r.as_str()).collect());
         let rows = client
-            .query(&stmt, &[&start, &scope.companion_id, &depth, &names, &limit])
+            .query(
+                &stmt,
+                &[&start, &scope.companion_id, &depth, &names, &limit],
+            )
             .await?;
         rows.iter()
             .map(|row| {

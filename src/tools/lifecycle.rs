@@ -36,7 +36,8 @@ impl Render for MemoryResult {
             m.confidence,
             m.user_id,
             m.occurred_at.to_rfc3339(),
-            m.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            m.updated_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         );
         if !m.tags.is_empty() {
             s.push_str(&format!(" tags: {}", m.tags.join(", ")));
@@ -146,7 +147,10 @@ impl MnemoServer {
                 .confidence
                 .map(|v| validate::unit("confidence", Some(v), 1.0))
                 .transpose()?,
-            tags: a.tags.map(|t| validate::tags("tags", Some(t))).transpose()?,
+            tags: a
+                .tags
+                .map(|t| validate::tags("tags", Some(t)))
+                .transpose()?,
             metadata: a
                 .metadata
                 .map(|m| validate::metadata("metadata", Some(serde_json::Value::Object(m))))

@@ -53,7 +53,10 @@ impl App {
         let started = std::time::Instant::now();
         match self.embedder.embed(texts).await {
             Ok(v) => {
-                tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "embedded");
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "embedded"
+                );
                 Some(v)
             }
             Err(e) => {

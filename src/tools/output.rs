@@ -107,7 +107,9 @@ impl<'de, T: DeserializeOwned + JsonSchema + 'static> Deserialize<'de> for Args<
         if let Some(unknown) = unknown_argument::<T>(&value) {
             return Ok(Args(Err(unknown)));
         }
-        Ok(Args(serde_json::from_value(value).map_err(|e| e.to_string())))
+        Ok(Args(
+            serde_json::from_value(value).map_err(|e| e.to_string()),
+        ))
     }
 }
 

@@ -44,7 +44,10 @@ impl MnemoServer {
         output_schema = schema_for_output::<Stats>(),
         annotations(title = "Memory statistics", read_only_hint = true, open_world_hint = false)
     )]
-    pub async fn memory_stats(&self, Parameters(args): Parameters<Args<StatsArgs>>) -> ToolResult<Stats> {
+    pub async fn memory_stats(
+        &self,
+        Parameters(args): Parameters<Args<StatsArgs>>,
+    ) -> ToolResult<Stats> {
         let a = args.get("memory_stats")?;
         let user = match a.user_id {
             Some(u) => Some(validate::user(Some(u), "")?),

@@ -179,7 +179,9 @@ impl MnemoServer {
         let mut embeddings: Vec<Option<Vec<f32>>> = Vec::with_capacity(n);
         for chunk in memories.chunks(EMBED_CHUNK) {
             if context.ct.is_cancelled() {
-                return Err(ToolError::invalid("cancelled by the client; nothing was stored"));
+                return Err(ToolError::invalid(
+                    "cancelled by the client; nothing was stored",
+                ));
             }
             let texts = chunk.iter().map(|m| m.content.clone()).collect();
             match app.embed_or_defer(texts).await {
@@ -187,16 +189,19 @@ impl MnemoServer {
                 None => embeddings.extend(std::iter::repeat_with(|| None).take(chunk.len())),
             }
             if let Some(token) = &token {
-                let progress = ProgressNotificationParam::new(token.clone(), embeddings.len() as f64)
-                    .with_total(n as f64)
-                    .with_message(format!("embedded {} of {n}", embeddings.len()));
+                let progress =
+                    ProgressNotificationParam::new(token.clone(), embeddings.len() as f64)
+                        .with_total(n as f64)
+                        .with_message(format!("embedded {} of {n}", embeddings.len()));
                 if let Err(e) = context.peer.notify_progress(progress).await {
                     tracing::debug!(error = %e, "progress notification not delivered");
                 }
             }
         }
         if context.ct.is_cancelled() {
-            return Err(ToolError::invalid("cancelled by the client; nothing was stored"));
+            return Err(ToolError::invalid(
+                "cancelled by the client; nothing was stored",
+            ));
         }
         let embedded: Vec<bool> = embeddings.iter().map(Option::is_some).collect();
         let outcomes = app

@@ -190,9 +190,7 @@ pub fn expiry(
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, ToolError> {
     match (expires_at, ttl_hours) {
-        (Some(_), Some(_)) => Err(ToolError::invalid(
-            "give expires_at or ttl_hours, not both",
-        )),
+        (Some(_), Some(_)) => Err(ToolError::invalid("give expires_at or ttl_hours, not both")),
         (Some(at), None) => {
             let at = time("expires_at", Some(at))?;
             match at {
@@ -242,7 +240,9 @@ mod tests {
     fn messages_say_what_is_allowed() {
         let e = content("content", "   ").unwrap_err().to_string();
         assert!(e.contains("empty") && e.contains("32768"), "{e}");
-        let e = importance("importance", Some(11), 5).unwrap_err().to_string();
+        let e = importance("importance", Some(11), 5)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("0") && e.contains("10"), "{e}");
         assert!(unit("confidence", Some(f64::NAN), 1.0).is_err());
         assert!(tags("tags", Some(vec!["".into()])).is_err());
@@ -257,7 +257,10 @@ mod tests {
         assert!(expiry(Some("2999-01-01"), Some(1.0), now).is_err());
         assert!(expiry(None, Some(-1.0), now).is_err());
         assert_eq!(
-            time("occurred_at", Some("2023-05-08")).unwrap().unwrap().to_rfc3339(),
+            time("occurred_at", Some("2023-05-08"))
+                .unwrap()
+                .unwrap()
+                .to_rfc3339(),
             "2023-05-08T00:00:00+00:00"
         );
     }

@@ -42,10 +42,14 @@ pub fn router(app: Arc<App>, addr: SocketAddr, shutdown: CancellationToken) -> R
 
 /// Binds `addr` and serves until `shutdown` is cancelled, then lets
 /// in-flight requests finish.
-pub async fn serve(app: Arc<App>, addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })?;
+pub async fn serve(
+    app: Arc<App>,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     // Tests and scripts read this line to find the port when binding :0.
     tracing::info!(url = %format!("http://{local}/mcp"), "listening");

@@ -1,0 +1,71 @@
+//! Retrieval quality with the real all-MiniLM-L6-v2 model: memories are
+//! found by what they mean, not only by the words they share.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const MEMORIES: [&str; 8] = [
+    "I adopted a beagle named Max last spring",
+    "My sister lives in Porto and teaches chemistry",
+    "I am allergic to peanuts",
+    "I prefer answers in bullet points",
+    "The quarterly tax filing is due on the 15th",
+    "I started learning the cello in January",
+    "My favourite cuisine is Ethiopian food",
+    "I work as a backend engineer at a logistics company",
+];
+
+async fn top(client: &Client, query: &str, mode: &str) -> String {
+    let found = ok(
+        client,
+        "search_memories",
+        json!({"query": query, "user_id": "sam", "mode": mode, "limit": 3}),
+    )
+    .await;
+    found["results"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn questions_find_memories_by_meaning_with_the_local_model() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Local)).await;
+    let memories: Vec<_> = MEMORIES
+        .iter()
+        .map(|m| json!({"content": m, "user_id": "sam"}))
+        .collect();
+    let stored = ok(&client, "store_memories", json!({"memories": memories})).await;
+    assert!(
+        stored["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["embedded"] == true),
+        "{stored}"
+    );
+    // No query shares a content word with its answer.
+    let cases = [
+        ("what pet does the user have?", MEMORIES[0]),
+        ("which foods could cause an allergic reaction?", MEMORIES[2]),
+        ("what instrument is being practised?", MEMORIES[5]),
+        ("what is their job?", MEMORIES[7]),
+        ("formatting style for replies", MEMORIES[3]),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(
+            top(&client, query, "semantic").await,
+            expected,
+            "semantic: {query}"
+        );
+        assert_eq!(
+            top(&client, query, "hybrid").await,
+            expected,
+            "hybrid: {query}"
+        );
+    }
+    client.cancel().await.ok();
+}
