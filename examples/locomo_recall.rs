@@ -1,0 +1,285 @@
+//! LoCoMo retrieval benchmark: turn-level recall@k of `search_memories`.
+//!
+//! Stores every dialog turn of each LoCoMo conversation as one memory (one
+//! user per conversation, `occurred_at` = the session's date) through
+//! `store_memories`, asks every question through `search_memories`, and
+//! reports recall@1/5/10/25 overall (categories 1-4) and per category,
+//! search latency and ingest rate. Both calls go through a real MCP client
+//! talking to mnemo's server in-process, so the full tool path is measured.
+//!
+//! ```text
+//! cargo run --release --example locomo_recall [-- PATH/TO/locomo-dev.json] [--mode hybrid|semantic|keyword]
+//! ```
+//!
+//! Uses DATABASE_URL if set, else an embedded cluster in /tmp/mnemo-bench-$UID;
+//! each run gets a fresh database. The dataset is read from
+//! ../shared/datasets/locomo/locomo-dev.json by default and never copied.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{NaiveDate, NaiveTime};
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+const KS: [usize; 4] = [1, 5, 10, 25];
+
+struct Question {
+    user: String,
+    text: String,
+    category: u64,
+    evidence: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut path = "../shared/datasets/locomo/locomo-dev.json".to_string();
+    let mut mode = "hybrid".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--mode" => mode = args.next().context("--mode needs a value")?,
+            other => path = other.to_string(),
+        }
+    }
+    let data: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {path}"))?,
+    )?;
+    let conversations = data.as_array().context("dataset is not a list")?;
+
+    let client = start_server().await?;
+
+    // Ingest.
+    let mut id_to_turns: HashMap<String, Vec<String>> = HashMap::new();
+    let mut questions = Vec::new();
+    let mut dropped = 0usize;
+    let mut evidence_cleaned = 0usize;
+    let mut turns_total = 0usize;
+    let ingest_started = Instant::now();
+    for conv in conversations {
+        let user = conv["sample_id"].as_str().context("sample_id")?.to_string();
+        let c = &conv["conversation"];
+        let mut known: HashSet<String> = HashSet::new();
+        for n in 1.. {
+            let Some(turns) = c.get(format!("session_{n}")).and_then(Value::as_array) else {
+                if c.get(format!("session_{n}_date_time")).is_some() {
+                    continue;
+                }
+                break;
+            };
+            let date = c[format!("session_{n}_date_time")]
+                .as_str()
+                .and_then(parse_locomo_date)
+                .with_context(|| format!("{user} session {n} date"))?;
+            let mut batch = Vec::new();
+            let mut ids = Vec::new();
+            for t in turns {
+                let mut content = format!(
+                    "{}: {}",
+                    t["speaker"].as_str().unwrap_or_default(),
+                    t["text"].as_str().unwrap_or_default()
+                );
+                if let Some(caption) = t.get("blip_caption").and_then(Value::as_str) {
+                    content.push_str(&format!(" [shares an image: {caption}]"));
+                }
+                let dia = t["dia_id"].as_str().unwrap_or_default().to_string();
+                known.insert(dia.clone());
+                ids.push(dia);
+                batch.push(json!({"content": content, "user_id": user, "occurred_at": date, "kind": "experience"}));
+            }
+            turns_total += batch.len();
+            for (chunk, chunk_ids) in batch.chunks(500).zip(ids.chunks(500)) {
+                let stored = call(&client, "store_memories", json!({"memories": chunk})).await?;
+                let results = stored["results"].as_array().context("results")?;
+                for (r, dia) in results.iter().zip(chunk_ids) {
+                    let id = r["id"].as_str().context("id")?.to_string();
+                    id_to_turns.entry(id).or_default().push(dia.clone());
+                }
+            }
+        }
+        for q in conv["qa"].as_array().context("qa")? {
+            let raw: Vec<String> = q["evidence"]
+                .as_array()
+                .map(|e| e.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let (evidence, changed) = clean_evidence(&raw, &known);
+            if changed {
+                evidence_cleaned += 1;
+            }
+            if evidence.is_empty() {
+                dropped += 1;
+                continue;
+            }
+            questions.push(Question {
+                user: user.clone(),
+                text: q["question"].as_str().unwrap_or_default().to_string(),
+                category: q["category"].as_u64().unwrap_or(0),
+                evidence,
+            });
+        }
+    }
+    let ingest = ingest_started.elapsed();
+
+    // Ask.
+    let mut per_cat: BTreeMap<u64, Vec<[f64; 4]>> = BTreeMap::new();
+    let mut latencies = Vec::with_capacity(questions.len());
+    for q in &questions {
+        let started = Instant::now();
+        let found = call(
+            &client,
+            "search_memories",
+            json!({"query": q.text, "user_id": q.user, "limit": 25, "mode": mode}),
+        )
+        .await?;
+        latencies.push(started.elapsed());
+        let ranked: Vec<&str> = found["results"]
+            .as_array()
+            .context("results")?
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        let mut recall = [0.0; 4];
+        for (i, k) in KS.iter().enumerate() {
+            let top: HashSet<&str> = ranked
+                .iter()
+                .take(*k)
+                .flat_map(|id| id_to_turns.get(*id).into_iter().flatten())
+                .map(String::as_str)
+                .collect();
+            let hit = q.evidence.iter().filter(|e| top.contains(e.as_str())).count();
+            recall[i] = hit as f64 / q.evidence.len() as f64;
+        }
+        per_cat.entry(q.category).or_default().push(recall);
+    }
+    client.cancel().await.ok();
+
+    println!("LoCoMo turn-level recall ({path}, mode {mode})");
+    println!(
+        "questions kept: {} (dropped {dropped} with no valid evidence; {evidence_cleaned} evidence lists cleaned)",
+        questions.len()
+    );
+    println!("{:<22} {:>5} {:>7} {:>7} {:>7} {:>7}", "category", "n", "R@1", "R@5", "R@10", "R@25");
+    let names = [(1, "1 multi-hop"), (2, "2 temporal"), (3, "3 open-domain"), (4, "4 single-hop")];
+    let mut overall: Vec<[f64; 4]> = Vec::new();
+    for (cat, name) in names {
+        let rows = per_cat.get(&cat).cloned().unwrap_or_default();
+        print_row(name, &rows);
+        overall.extend(rows);
+    }
+    print_row("overall (1-4)", &overall);
+    print_row("5 adversarial", per_cat.get(&5).map(Vec::as_slice).unwrap_or(&[]));
+    latencies.sort();
+    println!(
+        "search latency: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms ({} searches, query embedding included)",
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.95)),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+        latencies.len()
+    );
+    println!(
+        "ingest: {turns_total} turns in {:.1} s = {:.0} memories/s (store_memories, batches per session)",
+        ingest.as_secs_f64(),
+        turns_total as f64 / ingest.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_row(name: &str, rows: &[[f64; 4]]) {
+    let n = rows.len().max(1) as f64;
+    let mean = |i: usize| rows.iter().map(|r| r[i]).sum::<f64>() / n;
+    println!(
+        "{:<22} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+        name,
+        rows.len(),
+        mean(0),
+        mean(1),
+        mean(2),
+        mean(3)
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Splits `;`-joined ids, repairs `D:11:26` and leading zeros (`D30:05`),
+/// and drops ids that name no turn. Returns whether anything changed.
+fn clean_evidence(raw: &[String], known: &HashSet<String>) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
+    for item in raw {
+        for part in item.split([';', ',']) {
+            let p = part.trim().trim_start_matches("D:").trim_start_matches('D');
+            let mut nums = p.split(':').filter_map(|n| n.trim().parse::<u32>().ok());
+            if let (Some(s), Some(t)) = (nums.next(), nums.next()) {
+                let id = format!("D{s}:{t}");
+                if known.contains(&id) && !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+    }
+    let changed = out.len() != raw.len() || out.iter().zip(raw).any(|(a, b)| a != b);
+    (out, changed)
+}
+
+/// "1:56 pm on 8 May, 2023" → RFC 3339 (UTC).
+fn parse_locomo_date(text: &str) -> Option<String> {
+    let (time, date) = text.split_once(" on ")?;
+    let time = NaiveTime::parse_from_str(&time.trim().to_uppercase(), "%I:%M %p").ok()?;
+    let date = NaiveDate::parse_from_str(date.trim(), "%d %B, %Y").ok()?;
+    Some(date.and_time(time).and_utc().to_rfc3339())
+}
+
+async fn call(client: &RunningService<RoleClient, ()>, tool: &'static str, args: Value) -> anyhow::Result<Value> {
+    let Value::Object(map) = args else { bail!("arguments must be an object") };
+    let result = client
+        .call_tool(CallToolRequestParams::new(tool).with_arguments(map))
+        .await?;
+    if result.is_error == Some(true) {
+        bail!("{tool} failed: {:?}", result.content);
+    }
+    result.structured_content.context("no structured content")
+}
+
+/// mnemo's server on a fresh database (or on DATABASE_URL, which should
+/// then be an empty database), connected to an in-process client.
+async fn start_server() -> anyhow::Result<RunningService<RoleClient, ()>> {
+    let mut config = mnemo::config::Config::from_env()?;
+    if config.database_url.is_none() {
+        let data_dir = std::path::PathBuf::from(format!("/tmp/mnemo-bench-{}", nix::unistd::geteuid()));
+        std::fs::create_dir_all(&data_dir)?;
+        let cluster = mnemo::db::embedded::EmbeddedCluster::new(&data_dir, &config.pg_bin, None)?;
+        let admin_config = cluster.ensure_running("postgres").await?;
+        let (admin, conn) = admin_config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let name = format!("locomo_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        config.database_url = Some(format!(
+            "host={} user=postgres dbname={name}",
+            cluster.socket_dir().display()
+        ));
+    }
+    let app = mnemo::app::start(&config, tokio_util::sync::CancellationToken::new()).await?;
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    let server = mnemo::tools::MnemoServer::new(app);
+    tokio::spawn(async move {
+        match server.serve(server_io).await {
+            Ok(running) => {
+                let _ = running.waiting().await;
+            }
+            Err(e) => eprintln!("server failed: {e}"),
+        }
+    });
+    Ok(().serve(client_io).await?)
+}
