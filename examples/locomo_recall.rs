@@ -45,9 +45,8 @@ async fn main() -> anyhow::Result<()> {
             other => path = other.to_string(),
         }
     }
-    let data: Value = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("reading {path}"))?,
-    )?;
+    let data: Value =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {path}"))?)?;
     let conversations = data.as_array().context("dataset is not a list")?;
 
     let client = start_server().await?;
@@ -103,7 +102,11 @@ async fn main() -> anyhow::Result<()> {
         for q in conv["qa"].as_array().context("qa")? {
             let raw: Vec<String> = q["evidence"]
                 .as_array()
-                .map(|e| e.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|e| {
+                    e.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             let (evidence, changed) = clean_evidence(&raw, &known);
             if changed {
@@ -149,7 +152,11 @@ async fn main() -> anyhow::Result<()> {
                 .flat_map(|id| id_to_turns.get(*id).into_iter().flatten())
                 .map(String::as_str)
                 .collect();
-            let hit = q.evidence.iter().filter(|e| top.contains(e.as_str())).count();
+            let hit = q
+                .evidence
+                .iter()
+                .filter(|e| top.contains(e.as_str()))
+                .count();
             recall[i] = hit as f64 / q.evidence.len() as f64;
         }
         per_cat.entry(q.category).or_default().push(recall);
@@ -161,8 +168,16 @@ async fn main() -> anyhow::Result<()> {
         "questions kept: {} (dropped {dropped} with no valid evidence; {evidence_cleaned} evidence lists cleaned)",
         questions.len()
     );
-    println!("{:<22} {:>5} {:>7} {:>7} {:>7} {:>7}", "category", "n", "R@1", "R@5", "R@10", "R@25");
-    let names = [(1, "1 multi-hop"), (2, "2 temporal"), (3, "3 open-domain"), (4, "4 single-hop")];
+    println!(
+        "{:<22} {:>5} {:>7} {:>7} {:>7} {:>7}",
+        "category", "n", "R@1", "R@5", "R@10", "R@25"
+    );
+    let names = [
+        (1, "1 multi-hop"),
+        (2, "2 temporal"),
+        (3, "3 open-domain"),
+        (4, "4 single-hop"),
+    ];
     let mut overall: Vec<[f64; 4]> = Vec::new();
     for (cat, name) in names {
         let rows = per_cat.get(&cat).cloned().unwrap_or_default();
@@ -170,7 +185,10 @@ async fn main() -> anyhow::Result<()> {
         overall.extend(rows);
     }
     print_row("overall (1-4)", &overall);
-    print_row("5 adversarial", per_cat.get(&5).map(Vec::as_slice).unwrap_or(&[]));
+    print_row(
+        "5 adversarial",
+        per_cat.get(&5).map(Vec::as_slice).unwrap_or(&[]),
+    );
     latencies.sort();
     println!(
         "search latency: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms ({} searches, query embedding included)",
@@ -241,8 +259,14 @@ fn parse_locomo_date(text: &str) -> Option<String> {
     Some(date.and_time(time).and_utc().to_rfc3339())
 }
 
-async fn call(client: &RunningService<RoleClient, ()>, tool: &'static str, args: Value) -> anyhow::Result<Value> {
-    let Value::Object(map) = args else { bail!("arguments must be an object") };
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &'static str,
+    args: Value,
+) -> anyhow::Result<Value> {
+    let Value::Object(map) = args else {
+        bail!("arguments must be an object")
+    };
     let result = client
         .call_tool(CallToolRequestParams::new(tool).with_arguments(map))
         .await?;
@@ -257,14 +281,17 @@ async fn call(client: &RunningService<RoleClient, ()>, tool: &'static str, args:
 async fn start_server() -> anyhow::Result<RunningService<RoleClient, ()>> {
     let mut config = mnemo::config::Config::from_env()?;
     if config.database_url.is_none() {
-        let data_dir = std::path::PathBuf::from(format!("/tmp/mnemo-bench-{}", nix::unistd::geteuid()));
+        let data_dir =
+            std::path::PathBuf::from(format!("/tmp/mnemo-bench-{}", nix::unistd::geteuid()));
         std::fs::create_dir_all(&data_dir)?;
         let cluster = mnemo::db::embedded::EmbeddedCluster::new(&data_dir, &config.pg_bin, None)?;
         let admin_config = cluster.ensure_running("postgres").await?;
         let (admin, conn) = admin_config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         let name = format!("locomo_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
         config.database_url = Some(format!(
             "host={} user=postgres dbname={name}",
             cluster.socket_dir().display()

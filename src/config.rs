@@ -65,6 +65,34 @@ pub enum Command {
         #[command(subcommand)]
         action: DbAction,
     },
+    /// Manage API keys for the HTTP transport. Once any key exists, HTTP requests need one.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a key for a companion and print it (once: only its hash is stored).
+    Create {
+        /// The companion whose memories the key reads and writes.
+        #[arg(long)]
+        companion: String,
+        /// A note to tell keys apart.
+        #[arg(long)]
+        label: Option<String>,
+        /// When the key stops working: a duration (90d, 12h, 30m) or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys (prefix, companion, label, dates); never the keys themselves.
+    List,
+    /// Revoke a key by its id or prefix.
+    Revoke {
+        /// The key's id or prefix, as shown by `mnemo token list`.
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +251,61 @@ pub struct Settings {
     )]
     pub purge_interval_secs: Option<u64>,
 
+    /// Idle time after which an HTTP session expires, in hours [default: 168 (7 days)].
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_SESSION_TTL_HOURS",
+        value_name = "HOURS"
+    )]
+    pub session_ttl_hours: Option<f64>,
+
+    /// Extra Host header values accepted over HTTP, comma-separated (loopback names are always
+    /// accepted). Needed behind a proxy or on a public address; `*` accepts any host.
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_ALLOWED_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
+
+    /// Browser origins allowed to call the HTTP endpoint (and answered with CORS headers),
+    /// comma-separated, e.g. https://app.example.com. Loopback origins are always allowed.
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Requests per minute allowed per API key (or per server without keys); 0 disables
+    /// [default: 1200].
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_RATE_LIMIT",
+        value_name = "PER_MINUTE"
+    )]
+    pub rate_limit: Option<u32>,
+
+    /// Largest accepted HTTP request body in bytes [default: 16777216].
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_MAX_BODY_BYTES",
+        value_name = "BYTES"
+    )]
+    pub max_body_bytes: Option<usize>,
+
+    /// Serve HTTP on a non-loopback address without API keys. Anyone who can reach the port
+    /// can then read and change every memory of the configured companion.
+    #[arg(long, global = true, env = "MNEMO_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_no_auth: Option<bool>,
+
     /// Log format on stderr [default: text].
     #[arg(long, global = true, env = "MNEMO_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -246,6 +329,19 @@ pub struct Config {
     pub embedder: EmbedderConfig,
     pub purge_interval: Duration,
     pub log_format: LogFormat,
+    pub http: HttpConfig,
+}
+
+/// Settings of the Streamable HTTP transport.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub session_ttl: Duration,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    /// Requests per minute per principal; 0 = unlimited.
+    pub rate_limit: u32,
+    pub max_body_bytes: usize,
+    pub insecure_no_auth: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +450,12 @@ impl Settings {
             openai_api_key,
             embedding_dim,
             purge_interval_secs,
+            session_ttl_hours,
+            allowed_hosts,
+            allowed_origins,
+            rate_limit,
+            max_body_bytes,
+            insecure_no_auth,
             log_format
         );
     }
@@ -418,6 +520,22 @@ impl Settings {
             embedder,
             purge_interval: Duration::from_secs(self.purge_interval_secs.unwrap_or(300).max(1)),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
+            http: HttpConfig {
+                session_ttl: {
+                    let hours = self.session_ttl_hours.unwrap_or(168.0);
+                    if !hours.is_finite() || hours <= 0.0 || hours > 24.0 * 3650.0 {
+                        return Err(ConfigError::Invalid(format!(
+                            "session_ttl_hours {hours} is out of range: use more than 0 and at most 87600"
+                        )));
+                    }
+                    Duration::from_secs_f64(hours * 3600.0)
+                },
+                allowed_hosts: self.allowed_hosts.unwrap_or_default(),
+                allowed_origins: self.allowed_origins.unwrap_or_default(),
+                rate_limit: self.rate_limit.unwrap_or(1200),
+                max_body_bytes: self.max_body_bytes.unwrap_or(16 * 1024 * 1024).max(1024),
+                insecure_no_auth: self.insecure_no_auth.unwrap_or(false),
+            },
         })
     }
 }

@@ -17,10 +17,12 @@
 //! - [`doctor`]: `mnemo doctor`'s checks.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod doctor;
 pub mod embed;
+pub mod metrics;
 pub mod store;
 pub mod tools;
 pub mod transport;

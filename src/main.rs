@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use mnemo::config::{Cli, Command, Config, DbAction, LogFormat};
+use mnemo::config::{Cli, Command, Config, DbAction, LogFormat, TokenAction};
 use mnemo::db;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -60,11 +60,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot start")?;
             if let Some(addr) = args.http {
-                mnemo::transport::http::serve(app, addr, shutdown.clone()).await?;
+                mnemo::transport::http::serve(app.clone(), addr, &config.http, shutdown.clone())
+                    .await?;
             } else {
-                mnemo::transport::stdio::serve(app, shutdown.clone()).await?;
+                mnemo::transport::stdio::serve(app.clone(), shutdown.clone()).await?;
             }
             shutdown.cancel();
+            app.store.db().pool.close();
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -83,7 +85,100 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Db { action } => db_command(action, &config).await,
+        Command::Token { action } => token_command(action, &config).await,
     }
+}
+
+async fn token_command(action: TokenAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let embedder = mnemo::embed::LazyEmbedder::from_config(&config.embedder)?;
+    let db = db::connect(config, mnemo::embed::Embedder::dim(embedder.as_ref())).await?;
+    let store = mnemo::store::Store::new(db, mnemo::embed::Embedder::dim(embedder.as_ref()));
+    match action {
+        TokenAction::Create {
+            companion,
+            label,
+            expires,
+        } => {
+            let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
+            let scope = store.companion(&companion).await?;
+            let key = mnemo::auth::generate_key();
+            let prefix = mnemo::auth::display_prefix(&key);
+            let id = store
+                .create_key(
+                    &scope,
+                    &mnemo::auth::hash_key(&key),
+                    &prefix,
+                    label.as_deref(),
+                    expires_at,
+                )
+                .await?;
+            eprintln!(
+                "created key {id} ({prefix}...) for companion {companion:?}; it is shown once:"
+            );
+            println!("{key}");
+        }
+        TokenAction::List => {
+            let keys = store.list_keys().await?;
+            println!(
+                "{:<36}  {:<12}  {:<16}  {:<20}  {:<8}  label",
+                "id", "prefix", "companion", "expires", "state"
+            );
+            for k in keys {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<36}  {:<12}  {:<16}  {:<20}  {:<8}  {}",
+                    k.id,
+                    k.prefix,
+                    k.companion,
+                    k.expires_at
+                        .map(|e| e.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    state,
+                    k.label.unwrap_or_default()
+                );
+            }
+        }
+        TokenAction::Revoke { key } => {
+            let n = store.revoke_key(&key).await?;
+            if n == 0 {
+                anyhow::bail!("no active key with id or prefix {key:?} (see `mnemo token list`)");
+            }
+            println!("revoked {n} key(s)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "90d", "12h", "30m" from now, or an RFC 3339 time.
+fn parse_expiry(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let now = chrono::Utc::now();
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let seconds = match (number.parse::<i64>(), unit) {
+        (Ok(n), "d") if n > 0 => Some(n * 86_400),
+        (Ok(n), "h") if n > 0 => Some(n * 3_600),
+        (Ok(n), "m") if n > 0 => Some(n * 60),
+        _ => None,
+    };
+    if let Some(s) = seconds {
+        return Ok(now + chrono::Duration::seconds(s));
+    }
+    let at = chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--expires {text:?}: use a duration like 90d, 12h or 30m, or an RFC 3339 time"
+            )
+        })?
+        .with_timezone(&chrono::Utc);
+    if at <= now {
+        anyhow::bail!("--expires {text:?} is in the past");
+    }
+    Ok(at)
 }
 
 async fn db_command(action: DbAction, config: &Config) -> anyhow::Result<ExitCode> {

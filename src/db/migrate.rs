@@ -15,8 +15,13 @@ use super::DbError;
 const LOCK_KEY: i64 = 0x006d_6e65_6d6f;
 
 /// The migrations, in the order they apply. Names never change once shipped.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0003_api_keys",
+        include_str!("../../migrations/0003_api_keys.sql"),
+    ),
+];
 
 /// What a run did.
 #[derive(Debug, Default)]

@@ -11,9 +11,11 @@
 //! - `jobs`: background purge of expired memories and embedding backfill
 
 pub mod jobs;
+pub mod keys;
 pub mod memories;
 pub mod relations;
 pub mod search;
+pub mod sessions;
 
 use chrono::{DateTime, Utc};
 use pgvector::Vector;

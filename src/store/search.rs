@@ -2,11 +2,12 @@
 //! reciprocal rank fusion (RRF) in one SQL statement, then weighted by
 //! importance and recency.
 //!
-//! score = RRF × (1 + 0.02·(importance − 5)/5) × (1 + 0.01·2^(−age_days/30))
+//! score = RRF × (1 + 0.005·(importance − 5)/5) × (1 + 0.003·2^(−age_days/30))
 //! where RRF = Σ 1/(60 + rank) over the lists a memory appears in and age is
-//! measured on `occurred_at`. Neighbouring RRF ranks differ by about 1.6%, so
-//! importance (±2%) and recency (up to +1%) reorder near-ties only: relevance
-//! comes first. Ties break on id, so equal inputs give equal orderings.
+//! measured on `occurred_at`. Neighbouring RRF ranks in the top 40 differ by
+//! at least 1%, so importance (±0.5%) and recency (up to +0.3%) only break
+//! ties between equally ranked memories: relevance always comes first. Ties
+//! left after that break on id, so equal inputs give equal orderings.
 
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
@@ -61,8 +62,8 @@ fn search_sql() -> String {
             FROM sem FULL JOIN kw ON sem.id = kw.id \
          ) \
          SELECT {MEMORY_COLUMNS}, \
-            (f.rrf * (1 + 0.02 * (m.importance - 5) / 5.0) \
-                   * (1 + 0.01 * power(2, -greatest(extract(epoch FROM now() - m.occurred_at), 0) / 2592000.0)) \
+            (f.rrf * (1 + 0.005 * (m.importance - 5) / 5.0) \
+                   * (1 + 0.003 * power(2, -greatest(extract(epoch FROM now() - m.occurred_at), 0) / 2592000.0)) \
             )::float8 AS score \
          FROM fused f JOIN memories m ON m.id = f.id JOIN users u ON u.id = m.user_id \
          ORDER BY score DESC, m.id LIMIT $15"

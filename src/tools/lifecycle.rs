@@ -3,6 +3,7 @@
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::Extensions;
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -102,10 +103,11 @@ impl MnemoServer {
     pub async fn get_memory(
         &self,
         Parameters(args): Parameters<Args<IdArgs>>,
+        ext: Extensions,
     ) -> ToolResult<MemoryResult> {
         let id = validate::id("id", &args.get("get_memory")?.id)?;
         let app = self.app();
-        let memory = app.store.get(&app.scope, id).await?;
+        let memory = app.store.get(&self.scope(&ext), id).await?;
         Ok(Out(MemoryResult { memory }))
     }
 
@@ -118,6 +120,7 @@ impl MnemoServer {
     pub async fn update_memory(
         &self,
         Parameters(args): Parameters<Args<UpdateArgs>>,
+        ext: Extensions,
     ) -> ToolResult<MemoryResult> {
         let a = args.get("update_memory")?;
         let id = validate::id("id", &a.id)?;
@@ -170,7 +173,7 @@ impl MnemoServer {
         let memory = app
             .store
             .update(
-                &app.scope,
+                &self.scope(&ext),
                 id,
                 &patch,
                 embedding,
@@ -190,10 +193,11 @@ impl MnemoServer {
     pub async fn archive_memory(
         &self,
         Parameters(args): Parameters<Args<IdArgs>>,
+        ext: Extensions,
     ) -> ToolResult<MemoryResult> {
         let id = validate::id("id", &args.get("archive_memory")?.id)?;
         let app = self.app();
-        let memory = app.store.archive(&app.scope, id).await?;
+        let memory = app.store.archive(&self.scope(&ext), id).await?;
         Ok(Out(MemoryResult { memory }))
     }
 
@@ -205,10 +209,11 @@ impl MnemoServer {
     pub async fn restore_memory(
         &self,
         Parameters(args): Parameters<Args<IdArgs>>,
+        ext: Extensions,
     ) -> ToolResult<MemoryResult> {
         let id = validate::id("id", &args.get("restore_memory")?.id)?;
         let app = self.app();
-        let memory = app.store.restore(&app.scope, id).await?;
+        let memory = app.store.restore(&self.scope(&ext), id).await?;
         Ok(Out(MemoryResult { memory }))
     }
 
@@ -221,10 +226,11 @@ impl MnemoServer {
     pub async fn delete_memory(
         &self,
         Parameters(args): Parameters<Args<IdArgs>>,
+        ext: Extensions,
     ) -> ToolResult<DeleteResult> {
         let id = validate::id("id", &args.get("delete_memory")?.id)?;
         let app = self.app();
-        app.store.delete(&app.scope, id).await?;
+        app.store.delete(&self.scope(&ext), id).await?;
         Ok(Out(DeleteResult { id, deleted: true }))
     }
 }

@@ -21,10 +21,17 @@ pub mod validate;
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Extensions, Implementation, ServerCapabilities,
+    ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer};
 use rmcp::{ServerHandler, tool_handler};
 use tokio::sync::Notify;
 
+use crate::auth::Principal;
 use crate::embed::{Embedder, LazyEmbedder};
 use crate::store::{Scope, Store};
 use output::ToolError;
@@ -69,6 +76,7 @@ impl App {
 
     /// Embeds a search query; failure is an error the caller reports.
     pub(crate) async fn embed_query(&self, text: &str) -> Result<Vec<f32>, ToolError> {
+        let started = std::time::Instant::now();
         let mut v = self
             .embedder
             .embed(vec![text.to_string()])
@@ -78,6 +86,7 @@ impl App {
                     "the embedding model is unavailable ({e}); mode \"keyword\" still works"
                 ))
             })?;
+        crate::metrics::embedding(1, started.elapsed());
         v.pop()
             .ok_or_else(|| ToolError::Unavailable("the embedder returned nothing".into()))
     }
@@ -105,6 +114,15 @@ impl MnemoServer {
     pub fn app(&self) -> &Arc<App> {
         &self.app
     }
+
+    /// The companion a call acts for: the authenticated principal's over
+    /// HTTP, the configured one otherwise.
+    pub(crate) fn scope(&self, ext: &Extensions) -> Scope {
+        ext.get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Principal>())
+            .map(|p| p.scope)
+            .unwrap_or(self.app.scope)
+    }
 }
 
 const INSTRUCTIONS: &str = "mnemo is your long-term memory about the people you talk to. \
@@ -117,6 +135,28 @@ related_memories to follow those links. Times are RFC 3339; user_id names the pe
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for MnemoServer {
+    /// Routes to the tool, recording its latency and outcome.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.to_string();
+        let started = std::time::Instant::now();
+        let result = self
+            .tool_router
+            .call(ToolCallContext::new(self, request, context))
+            .await;
+        let outcome = match &result {
+            Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",
+            Ok(_) => "ok",
+            Err(_) => "protocol_error",
+        };
+        crate::metrics::tool_call(&name, outcome, started.elapsed());
+        tracing::debug!(tool = %name, outcome, elapsed_ms = started.elapsed().as_millis() as u64, "tool call");
+        result
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("mnemo", env!("CARGO_PKG_VERSION")))

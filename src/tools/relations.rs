@@ -2,6 +2,7 @@
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::Extensions;
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,7 @@ impl MnemoServer {
     pub async fn relate_memories(
         &self,
         Parameters(args): Parameters<Args<RelateArgs>>,
+        ext: Extensions,
     ) -> ToolResult<RelateResult> {
         let a = args.get("relate_memories")?;
         let from = validate::id("from_id", &a.from_id)?;
@@ -121,7 +123,7 @@ impl MnemoServer {
         let app = self.app();
         let related = app
             .store
-            .relate(&app.scope, from, to, a.relation, strength)
+            .relate(&self.scope(&ext), from, to, a.relation, strength)
             .await?;
         Ok(Out(RelateResult {
             id: related.id,
@@ -138,6 +140,7 @@ impl MnemoServer {
     pub async fn related_memories(
         &self,
         Parameters(args): Parameters<Args<RelatedArgs>>,
+        ext: Extensions,
     ) -> ToolResult<RelatedResult> {
         let a = args.get("related_memories")?;
         let id = validate::id("id", &a.id)?;
@@ -155,7 +158,7 @@ impl MnemoServer {
         let reached = app
             .store
             .related(
-                &app.scope,
+                &self.scope(&ext),
                 id,
                 depth,
                 a.relations.filter(|r| !r.is_empty()),

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::Extensions;
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -208,6 +209,7 @@ impl MnemoServer {
     pub async fn search_memories(
         &self,
         Parameters(args): Parameters<Args<SearchArgs>>,
+        ext: Extensions,
     ) -> ToolResult<SearchResult> {
         let args = args.get("search_memories")?;
         let query = validate::query(&args.query)?;
@@ -221,7 +223,7 @@ impl MnemoServer {
         };
         let hits = app
             .store
-            .search(&app.scope, &filter, &query, embedding, mode, limit)
+            .search(&self.scope(&ext), &filter, &query, embedding, mode, limit)
             .await?;
         Ok(Out(SearchResult {
             results: hits
@@ -254,6 +256,7 @@ impl MnemoServer {
     pub async fn list_memories(
         &self,
         Parameters(args): Parameters<Args<ListArgs>>,
+        ext: Extensions,
     ) -> ToolResult<ListResult> {
         let args = args.get("list_memories")?;
         let limit = validate::limit(args.limit, 20)?;
@@ -262,7 +265,7 @@ impl MnemoServer {
         let app = self.app();
         let mut memories = app
             .store
-            .list(&app.scope, &filter, cursor, limit + 1)
+            .list(&self.scope(&ext), &filter, cursor, limit + 1)
             .await?;
         let more = memories.len() as i64 > limit;
         memories.truncate(limit as usize);

@@ -2,6 +2,7 @@
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::Extensions;
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -47,6 +48,7 @@ impl MnemoServer {
     pub async fn memory_stats(
         &self,
         Parameters(args): Parameters<Args<StatsArgs>>,
+        ext: Extensions,
     ) -> ToolResult<Stats> {
         let a = args.get("memory_stats")?;
         let user = match a.user_id {
@@ -54,6 +56,9 @@ impl MnemoServer {
             None => None,
         };
         let app = self.app();
-        Ok(Out(app.store.stats(&app.scope, user.as_deref()).await?))
+        Ok(Out(app
+            .store
+            .stats(&self.scope(&ext), user.as_deref())
+            .await?))
     }
 }

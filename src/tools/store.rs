@@ -3,6 +3,7 @@
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::Extensions;
 use rmcp::model::ProgressNotificationParam;
 use rmcp::{RoleServer, service::RequestContext, tool, tool_router};
 use schemars::JsonSchema;
@@ -130,6 +131,7 @@ impl MnemoServer {
     pub async fn store_memory(
         &self,
         Parameters(args): Parameters<Args<StoreMemoryArgs>>,
+        ext: Extensions,
     ) -> ToolResult<StoreMemoryResult> {
         let memory = self.new_memory("", args.get("store_memory")?)?;
         let app = self.app();
@@ -140,7 +142,12 @@ impl MnemoServer {
         let embedded = embedding.is_some();
         let outcome = app
             .store
-            .insert(&app.scope, &memory, embedding, app.embedder.model_id())
+            .insert(
+                &self.scope(&ext),
+                &memory,
+                embedding,
+                app.embedder.model_id(),
+            )
             .await?;
         Ok(Out(StoreMemoryResult {
             id: outcome.id,
@@ -158,6 +165,7 @@ impl MnemoServer {
     pub async fn store_memories(
         &self,
         Parameters(args): Parameters<Args<StoreMemoriesArgs>>,
+        ext: Extensions,
         context: RequestContext<RoleServer>,
     ) -> ToolResult<StoreMemoriesResult> {
         let args = args.get("store_memories")?;
@@ -206,7 +214,12 @@ impl MnemoServer {
         let embedded: Vec<bool> = embeddings.iter().map(Option::is_some).collect();
         let outcomes = app
             .store
-            .insert_batch(&app.scope, &memories, embeddings, app.embedder.model_id())
+            .insert_batch(
+                &self.scope(&ext),
+                &memories,
+                embeddings,
+                app.embedder.model_id(),
+            )
             .await?;
         let created = outcomes.iter().filter(|o| o.created).count();
         Ok(Out(StoreMemoriesResult {

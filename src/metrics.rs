@@ -1,0 +1,58 @@
+//! Prometheus metrics: names, the recorder, and what is sampled at scrape
+//! time. Recording is a no-op until [`install`] runs (the HTTP server does),
+//! so stdio servers pay nothing.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::tools::App;
+
+pub const TOOL_CALLS: &str = "mnemo_tool_calls_total";
+pub const TOOL_SECONDS: &str = "mnemo_tool_duration_seconds";
+pub const EMBED_SECONDS: &str = "mnemo_embedding_duration_seconds";
+pub const HTTP_REQUESTS: &str = "mnemo_http_requests_total";
+pub const RATE_LIMITED: &str = "mnemo_http_rate_limited_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Installs the global recorder; `None` if one is already installed.
+pub fn install() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .ok()?
+        .install_recorder()
+        .ok()
+}
+
+/// Records one tool call.
+pub fn tool_call(tool: &str, outcome: &'static str, elapsed: Duration) {
+    metrics::counter!(TOOL_CALLS, "tool" => tool.to_string(), "outcome" => outcome).increment(1);
+    metrics::histogram!(TOOL_SECONDS, "tool" => tool.to_string()).record(elapsed.as_secs_f64());
+}
+
+/// Records one embedding call of `texts` texts.
+pub fn embedding(texts: usize, elapsed: Duration) {
+    metrics::histogram!(EMBED_SECONDS).record(elapsed.as_secs_f64());
+    metrics::counter!("mnemo_embedded_texts_total").increment(texts as u64);
+}
+
+/// Samples gauges that are cheaper to read than to track: pool usage,
+/// sessions, model state.
+pub async fn sample(app: &App) {
+    let status = app.store.db().pool.status();
+    metrics::gauge!("mnemo_db_pool_size").set(status.size as f64);
+    metrics::gauge!("mnemo_db_pool_available").set(status.available as f64);
+    metrics::gauge!("mnemo_db_pool_waiting").set(status.waiting as f64);
+    metrics::gauge!("mnemo_db_pool_max_size").set(status.max_size as f64);
+    if let Ok(n) = app.store.count_sessions().await {
+        metrics::gauge!("mnemo_sessions").set(n as f64);
+    }
+    metrics::gauge!("mnemo_embedding_model_loaded").set(if app.embedder.is_loaded() {
+        1.0
+    } else {
+        0.0
+    });
+}
