@@ -168,7 +168,10 @@ impl Embedder for LazyEmbedder {
     fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
         Box::pin(async move {
             let inner = self.get().await?;
+            let started = std::time::Instant::now();
+            let n = texts.len();
             let vectors = inner.embed(texts).await?;
+            crate::metrics::embedding(n, started.elapsed());
             if let Some(v) = vectors.iter().find(|v| v.len() != self.dim) {
                 return Err(EmbedError::Dimension {
                     expected: self.dim,

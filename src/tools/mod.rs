@@ -57,15 +57,8 @@ impl App {
     /// Embeds `texts`; on failure logs it and returns `None` so the caller
     /// can store without vectors (the backfill job fills them in later).
     pub(crate) async fn embed_or_defer(&self, texts: Vec<String>) -> Option<Vec<Vec<f32>>> {
-        let started = std::time::Instant::now();
         match self.embedder.embed(texts).await {
-            Ok(v) => {
-                tracing::debug!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "embedded"
-                );
-                Some(v)
-            }
+            Ok(v) => Some(v),
             Err(e) => {
                 tracing::error!(error = %e, "embedding failed; storing without a vector for the backfill job");
                 self.backfill.notify_one();
@@ -76,7 +69,6 @@ impl App {
 
     /// Embeds a search query; failure is an error the caller reports.
     pub(crate) async fn embed_query(&self, text: &str) -> Result<Vec<f32>, ToolError> {
-        let started = std::time::Instant::now();
         let mut v = self
             .embedder
             .embed(vec![text.to_string()])
@@ -86,7 +78,6 @@ impl App {
                     "the embedding model is unavailable ({e}); mode \"keyword\" still works"
                 ))
             })?;
-        crate::metrics::embedding(1, started.elapsed());
         v.pop()
             .ok_or_else(|| ToolError::Unavailable("the embedder returned nothing".into()))
     }

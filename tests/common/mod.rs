@@ -245,8 +245,13 @@ pub struct HttpServer {
     pub url: String,
 }
 
-pub async fn http_server(mut cmd: tokio::process::Command) -> HttpServer {
-    cmd.args(["serve", "--http", "127.0.0.1:0"])
+pub async fn http_server(cmd: tokio::process::Command) -> HttpServer {
+    http_server_at(cmd, "127.0.0.1:0").await
+}
+
+/// `mnemo serve --http addr`, returning once it listens.
+pub async fn http_server_at(mut cmd: tokio::process::Command, addr: &str) -> HttpServer {
+    cmd.args(["serve", "--http", addr])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
