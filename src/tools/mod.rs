@@ -30,6 +30,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 use rmcp::{ServerHandler, tool_handler};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::embed::{Embedder, LazyEmbedder};
@@ -134,9 +135,26 @@ impl ServerHandler for MnemoServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.to_string();
         let started = std::time::Instant::now();
+        // Over HTTP, the session and request ids go on every log line of the call.
+        let header = |key: &str| {
+            context
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|p| p.headers.get(key))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let span = tracing::info_span!(
+            "tool",
+            tool = %name,
+            session_id = %header("mcp-session-id"),
+            request_id = %header("x-request-id"),
+        );
         let result = self
             .tool_router
             .call(ToolCallContext::new(self, request, context))
+            .instrument(span)
             .await;
         let outcome = match &result {
             Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",
