@@ -8,11 +8,13 @@
 //! talking to mnemo's server in-process, so the full tool path is measured.
 //!
 //! ```text
-//! cargo run --release --example locomo_recall [-- PATH/TO/locomo-dev.json] [--mode hybrid|semantic|keyword]
+//! cargo run --release --example locomo_recall [-- PATH/TO/locomo-dev.json] [--mode hybrid|semantic|keyword] [--db NAME]
 //! ```
 //!
-//! Uses DATABASE_URL if set, else an embedded cluster in /tmp/mnemo-bench-$UID;
-//! each run gets a fresh database. The dataset is read from
+//! Uses DATABASE_URL if set, else an embedded cluster in /tmp/mnemo-bench-$UID
+//! with a fresh database per run; `--db NAME` reuses (or creates) a named
+//! database there and skips ingest when it already holds the turns, so
+//! ranking changes can be measured in a minute. The dataset is read from
 //! ../shared/datasets/locomo/locomo-dev.json by default and never copied.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -38,10 +40,12 @@ struct Question {
 async fn main() -> anyhow::Result<()> {
     let mut path = "../shared/datasets/locomo/locomo-dev.json".to_string();
     let mut mode = "hybrid".to_string();
+    let mut db_name = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mode" => mode = args.next().context("--mode needs a value")?,
+            "--db" => db_name = Some(args.next().context("--db needs a name")?),
             other => path = other.to_string(),
         }
     }
@@ -49,9 +53,9 @@ async fn main() -> anyhow::Result<()> {
         serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {path}"))?)?;
     let conversations = data.as_array().context("dataset is not a list")?;
 
-    let client = start_server().await?;
+    let (client, ingested) = start_server(db_name.as_deref()).await?;
 
-    // Ingest.
+    // Ingest (each memory's metadata names its dialog turn).
     let mut id_to_turns: HashMap<String, Vec<String>> = HashMap::new();
     let mut questions = Vec::new();
     let mut dropped = 0usize;
@@ -86,10 +90,16 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let dia = t["dia_id"].as_str().unwrap_or_default().to_string();
                 known.insert(dia.clone());
-                ids.push(dia);
-                batch.push(json!({"content": content, "user_id": user, "occurred_at": date, "kind": "experience"}));
+                ids.push(dia.clone());
+                batch.push(
+                    json!({"content": content, "user_id": user, "occurred_at": date,
+                                  "kind": "experience", "metadata": {"dia_id": dia}}),
+                );
             }
             turns_total += batch.len();
+            if ingested {
+                continue;
+            }
             for (chunk, chunk_ids) in batch.chunks(500).zip(ids.chunks(500)) {
                 let stored = call(&client, "store_memories", json!({"memories": chunk})).await?;
                 let results = stored["results"].as_array().context("results")?;
@@ -138,18 +148,28 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         latencies.push(started.elapsed());
-        let ranked: Vec<&str> = found["results"]
+        let ranked: Vec<Vec<String>> = found["results"]
             .as_array()
             .context("results")?
             .iter()
-            .filter_map(|r| r["id"].as_str())
+            .map(|r| {
+                let id = r["id"].as_str().unwrap_or_default();
+                // Identical turns are stored once: a memory may stand for several.
+                let mut turns = id_to_turns.get(id).cloned().unwrap_or_default();
+                if let Some(dia) = r["metadata"]["dia_id"].as_str()
+                    && !turns.iter().any(|t| t == dia)
+                {
+                    turns.push(dia.to_string());
+                }
+                turns
+            })
             .collect();
         let mut recall = [0.0; 4];
         for (i, k) in KS.iter().enumerate() {
             let top: HashSet<&str> = ranked
                 .iter()
                 .take(*k)
-                .flat_map(|id| id_to_turns.get(*id).into_iter().flatten())
+                .flatten()
                 .map(String::as_str)
                 .collect();
             let hit = q
@@ -197,11 +217,15 @@ async fn main() -> anyhow::Result<()> {
         ms(*latencies.last().unwrap_or(&Duration::ZERO)),
         latencies.len()
     );
-    println!(
-        "ingest: {turns_total} turns in {:.1} s = {:.0} memories/s (store_memories, batches per session)",
-        ingest.as_secs_f64(),
-        turns_total as f64 / ingest.as_secs_f64()
-    );
+    if ingested {
+        println!("ingest: skipped ({turns_total} turns already in the database)");
+    } else {
+        println!(
+            "ingest: {turns_total} turns in {:.1} s = {:.0} memories/s (store_memories, batches per session)",
+            ingest.as_secs_f64(),
+            turns_total as f64 / ingest.as_secs_f64()
+        );
+    }
     Ok(())
 }
 
@@ -277,8 +301,9 @@ async fn call(
 }
 
 /// mnemo's server on a fresh database (or on DATABASE_URL, which should
-/// then be an empty database), connected to an in-process client.
-async fn start_server() -> anyhow::Result<RunningService<RoleClient, ()>> {
+/// then be an empty database, or on the named `db`), connected to an
+/// in-process client. Also says whether the turns are already stored.
+async fn start_server(db: Option<&str>) -> anyhow::Result<(RunningService<RoleClient, ()>, bool)> {
     let mut config = mnemo::config::Config::from_env()?;
     if config.database_url.is_none() {
         let data_dir =
@@ -288,16 +313,26 @@ async fn start_server() -> anyhow::Result<RunningService<RoleClient, ()>> {
         let admin_config = cluster.ensure_running("postgres").await?;
         let (admin, conn) = admin_config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        let name = format!("locomo_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
+        let name = match db {
+            Some(name) => name.to_string(),
+            None => format!("locomo_{}", chrono::Utc::now().format("%Y%m%d%H%M%S")),
+        };
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some();
+        if !exists {
+            admin
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .await?;
+        }
         config.database_url = Some(format!(
             "host={} user=postgres dbname={name}",
             cluster.socket_dir().display()
         ));
     }
     let app = mnemo::app::start(&config, tokio_util::sync::CancellationToken::new()).await?;
+    let ingested = app.store.stats(&app.scope, None).await?.total > 0;
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     let server = mnemo::tools::MnemoServer::new(app);
     tokio::spawn(async move {
@@ -308,5 +343,5 @@ async fn start_server() -> anyhow::Result<RunningService<RoleClient, ()>> {
             Err(e) => eprintln!("server failed: {e}"),
         }
     });
-    Ok(().serve(client_io).await?)
+    Ok((().serve(client_io).await?, ingested))
 }

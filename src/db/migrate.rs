@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_api_keys",
         include_str!("../../migrations/0003_api_keys.sql"),
     ),
+    (
+        "0004_memory_sequence",
+        include_str!("../../migrations/0004_memory_sequence.sql"),
+    ),
 ];
 
 /// What a run did.

@@ -42,6 +42,15 @@ pub struct LocalEmbedder {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for LocalEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEmbedder")
+            .field("model_id", &MODEL_ID)
+            .field("dim", &self.inner.dim)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     model: BertModel,
     tokenizer: Tokenizer,
@@ -85,7 +94,9 @@ impl LocalEmbedder {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| EmbedError::Load(format!("configuring tokenizer truncation: {e}")))?;
-        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(config.pad_token_id as u32);
+        let pad_id = tokenizer
+            .token_to_id("[PAD]")
+            .unwrap_or_else(|| u32::try_from(config.pad_token_id).unwrap_or(0));
 
         let device = Device::Cpu;
         let weights_path = model_dir.join(WEIGHTS_FILE);
@@ -96,11 +107,12 @@ impl LocalEmbedder {
         let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
             .map_err(|e| EmbedError::Load(format!("parsing {}: {e}", weights_path.display())))?;
         drop(bytes);
-        let tensors = if std::env::var("NO_RELAYOUT").is_ok() { tensors } else { relayout_linear_weights(tensors)
-            .map_err(|e| EmbedError::Load(format!("preparing weights: {e}")))? };
+        let tensors = relayout_linear_weights(tensors)
+            .map_err(|e| EmbedError::Load(format!("preparing weights: {e}")))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| EmbedError::Load(format!("building BERT from {}: {e}", model_dir.display())))?;
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            EmbedError::Load(format!("building BERT from {}: {e}", model_dir.display()))
+        })?;
 
         tracing::debug!(dir = %model_dir.display(), dim = config.hidden_size, "loaded local embedding model");
         Ok(Self {
@@ -165,6 +177,12 @@ impl Inner {
         let hidden = self
             .forward(input_ids, mask, rows, width)
             .map_err(|e| EmbedError::Inference(format!("model forward pass: {e}")))?;
+        if hidden.len() != rows {
+            return Err(EmbedError::Inference(format!(
+                "model returned {} rows for a batch of {rows}",
+                hidden.len()
+            )));
+        }
         if hidden.iter().any(|row| row.len() != self.dim) {
             let got = hidden.first().map_or(0, Vec::len);
             return Err(EmbedError::Dimension {
@@ -211,16 +229,17 @@ impl Inner {
 /// its logical `[out, in]` shape.
 ///
 /// candle's `Linear` multiplies by `weight.t()`. With the checkpoint's
-/// row-major `[out, in]` layout, gemm repacks the whole weight matrix on every
-/// call, which dominates the cost of short inputs (most of a single query's
-/// time). Holding the data as `[in, out]` lets gemm read it directly.
+/// row-major `[out, in]` layout gemm repacks the whole weight matrix on every
+/// call; holding the data as `[in, out]` lets it read the weights in place.
+/// Measured: no change in release builds, but in dev/test builds (where the
+/// dependencies keep debug assertions) a short query gets ~35% faster.
 fn relayout_linear_weights(
     tensors: HashMap<String, Tensor>,
 ) -> candle_core::Result<HashMap<String, Tensor>> {
     tensors
         .into_iter()
         .map(|(name, t)| {
-            let t = if name.starts_with("encoder.") && name.ends_with(".weight") && t.rank() == 2 {
+            let t = if name.contains("encoder.") && name.ends_with(".weight") && t.rank() == 2 {
                 t.t()?.contiguous()?.t()?
             } else {
                 t
@@ -272,7 +291,9 @@ mod tests {
         let dir = std::env::var("MNEMO_MODEL_DIR").unwrap_or_else(|_| DEFAULT_MODEL_DIR.into());
         match LocalEmbedder::load(Path::new(&dir)) {
             Ok(e) => e,
-            Err(e) => panic!("cannot load the embedding model from {dir} (set MNEMO_MODEL_DIR): {e}"),
+            Err(e) => {
+                panic!("cannot load the embedding model from {dir} (set MNEMO_MODEL_DIR): {e}")
+            }
         }
     }
 

@@ -1,9 +1,13 @@
 //! Hybrid search: HNSW cosine candidates and full-text candidates, fused by
-//! reciprocal rank fusion (RRF) in one SQL statement, then weighted by
-//! importance and recency.
+//! reciprocal rank fusion (RRF) in one SQL statement, spread to neighbouring
+//! memories, then weighted by importance and recency.
 //!
-//! score = RRF × (1 + 0.005·(importance − 5)/5) × (1 + 0.003·2^(−age_days/30))
-//! where RRF = Σ 1/(60 + rank) over the lists a memory appears in and age is
+//! score = (RRF + 0.5·RRF_neighbour) × (1 + 0.005·(importance − 5)/5) × (1 + 0.003·2^(−age_days/30))
+//! where RRF = Σ 1/(60 + rank) over the lists a memory appears in,
+//! RRF_neighbour is the best RRF of the memories stored just before or after
+//! it when both are experiences of the same user within six hours (the
+//! neighbouring turns of a conversation; 0 for other kinds),
+//! and age is
 //! measured on `occurred_at`. Neighbouring RRF ranks in the top 40 differ by
 //! at least 1%, so importance (±0.5%) and recency (up to +0.3%) only break
 //! ties between equally ranked memories: relevance always comes first. Ties
@@ -41,6 +45,16 @@ pub struct Hit {
 const CANDIDATES: i64 = 100;
 /// The RRF constant k from Cormack et al.
 const RRF_K: f64 = 60.0;
+/// Weights of the vector and full-text lists in the fusion.
+const W_SEMANTIC: f64 = 1.0;
+const W_KEYWORD: f64 = 1.0;
+/// Share of an experience's score passed to the experiences stored right
+/// before and after it (within six hours of it): the turn of a conversation
+/// that answers a question often sits next to the turn that matches its
+/// words. Facts, preferences, instructions and reflections stand alone.
+const NEIGHBOUR: f64 = 0.5;
+/// How many of the best fused candidates spread score to neighbours.
+const NEIGHBOUR_POOL: i64 = 50;
 
 fn search_sql() -> String {
     format!(
@@ -58,14 +72,36 @@ fn search_sql() -> String {
                 ORDER BY 2 DESC LIMIT $14) k \
          ), fused AS ( \
             SELECT coalesce(sem.id, kw.id) AS id, \
-                   coalesce(1.0 / ({RRF_K} + sem.rank), 0) + coalesce(1.0 / ({RRF_K} + kw.rank), 0) AS rrf \
+                   coalesce({W_SEMANTIC:?} / ({RRF_K:?} + sem.rank), 0) \
+                 + coalesce({W_KEYWORD:?} / ({RRF_K:?} + kw.rank), 0) AS rrf \
             FROM sem FULL JOIN kw ON sem.id = kw.id \
+         ), top AS ( \
+            SELECT id, rrf FROM fused ORDER BY rrf DESC, id LIMIT {NEIGHBOUR_POOL} \
+         ), spread AS ( \
+            SELECT n.id, t.rrf FROM top t JOIN memories c ON c.id = t.id \
+            CROSS JOIN LATERAL ( \
+                (SELECT p.id, p.occurred_at, p.kind FROM memories p \
+                 WHERE p.companion_id = c.companion_id AND p.user_id = c.user_id AND p.seq < c.seq \
+                 ORDER BY p.seq DESC LIMIT 1) \
+                UNION ALL \
+                (SELECT p.id, p.occurred_at, p.kind FROM memories p \
+                 WHERE p.companion_id = c.companion_id AND p.user_id = c.user_id AND p.seq > c.seq \
+                 ORDER BY p.seq LIMIT 1) \
+            ) n \
+            WHERE c.kind = 'experience' AND n.kind = 'experience' \
+              AND abs(extract(epoch FROM n.occurred_at - c.occurred_at)) <= 21600 \
+         ), scored AS ( \
+            SELECT id, max(own) AS own, max(near) AS near FROM ( \
+                SELECT id, rrf AS own, 0::float8 AS near FROM fused \
+                UNION ALL SELECT id, 0::float8, rrf FROM spread \
+            ) x GROUP BY id \
          ) \
          SELECT {MEMORY_COLUMNS}, \
-            (f.rrf * (1 + 0.005 * (m.importance - 5) / 5.0) \
+            ((s.own + {NEIGHBOUR:?} * s.near) * (1 + 0.005 * (m.importance - 5) / 5.0) \
                    * (1 + 0.003 * power(2, -greatest(extract(epoch FROM now() - m.occurred_at), 0) / 2592000.0)) \
             )::float8 AS score \
-         FROM fused f JOIN memories m ON m.id = f.id JOIN users u ON u.id = m.user_id \
+         FROM scored s JOIN memories m ON m.id = s.id JOIN users u ON u.id = m.user_id \
+         WHERE {FILTER_SQL} \
          ORDER BY score DESC, m.id LIMIT $15"
     )
 }

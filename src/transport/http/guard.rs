@@ -12,6 +12,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::{SessionId, SessionManager as _};
 use tokio::sync::Mutex;
 
 use super::sessions::CALLER;
@@ -22,6 +24,8 @@ use crate::tools::App;
 /// Shared state of the guard.
 pub struct Guard {
     pub app: Arc<App>,
+    /// rmcp's in-memory sessions, to drop one whose row expired.
+    pub sessions: Arc<LocalSessionManager>,
     /// True once any API key exists: from then on every request needs one.
     pub keys_required: AtomicBool,
     pub session_ttl: Duration,
@@ -29,9 +33,16 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(app: Arc<App>, keys_required: bool, session_ttl: Duration, per_minute: u32) -> Self {
+    pub fn new(
+        app: Arc<App>,
+        sessions: Arc<LocalSessionManager>,
+        keys_required: bool,
+        session_ttl: Duration,
+        per_minute: u32,
+    ) -> Self {
         Guard {
             app,
+            sessions,
             keys_required: AtomicBool::new(keys_required),
             session_ttl,
             limiter: (per_minute > 0).then(|| Limiter::new(per_minute)),
@@ -77,6 +88,13 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         {
             Ok(SessionCheck::Ok) => {}
             Ok(SessionCheck::Unknown) => {
+                // An expired session may still live in this process: end it
+                // too, or it would linger until rmcp's idle timeout.
+                let sessions = guard.sessions.clone();
+                let id = SessionId::from(session.as_str());
+                tokio::spawn(async move {
+                    let _ = sessions.close_session(&id).await;
+                });
                 return error(
                     StatusCode::NOT_FOUND,
                     "session not found or expired: send initialize to start a new one",

@@ -103,13 +103,11 @@ pub fn router(
         app: app.clone(),
         ttl: config.session_ttl,
     }));
-    let mcp = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        Arc::new(LocalSessionManager::default()),
-        mcp_config,
-    );
+    let sessions = Arc::new(LocalSessionManager::default());
+    let mcp = StreamableHttpService::new(move || Ok(server.clone()), sessions.clone(), mcp_config);
     let guard = Arc::new(Guard::new(
         app.clone(),
+        sessions,
         keys_required,
         config.session_ttl,
         config.rate_limit,
