@@ -9,7 +9,11 @@
 //! - `search`: hybrid (vector + full-text, fused by reciprocal rank) search
 //! - `relations`: typed links between memories and graph traversal
 //! - `jobs`: background purge of expired memories and embedding backfill
+//! - `contexts`: conversation logs (append, read, fork, delete) and message search
+//! - `catalog`: resource listing, user profiles and completion candidates
 
+pub mod catalog;
+pub mod contexts;
 pub mod jobs;
 pub mod memories;
 pub mod relations;
@@ -43,6 +47,22 @@ pub enum StoreError {
     },
     #[error("a live memory with the same content already exists: {0}")]
     DuplicateContent(Uuid),
+    #[error(
+        "no context with id {0} (it may have been deleted, or belong to another companion): \
+         list_contexts shows yours"
+    )]
+    ContextNotFound(Uuid),
+    #[error(
+        "context {id} is at version {actual}, not the expected_version {expected}: someone appended \
+         since you read it; read it again (get_context with since_version {expected}) and append \
+         with expected_version {actual}"
+    )]
+    VersionConflict { id: Uuid, expected: i64, actual: i64 },
+    #[error(
+        "context {id} has no version {version}: its versions run from 0 (before the first message) \
+         to {latest}"
+    )]
+    VersionOutOfRange { id: Uuid, version: i64, latest: i64 },
     #[error("invalid value: {0}")]
     Constraint(String),
     #[error(transparent)]
