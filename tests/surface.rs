@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -404,9 +405,10 @@ impl rmcp::ClientHandler for Recorder {
     }
 }
 
-async fn recording_client(db: &TestDb, embed: Embed) -> (RunningService<RoleClient, Recorder>, Recorder) {
-    let mut cmd = mnemo(db, "default", embed);
-    cmd.args(["serve", "--stdio"]);
+/// A client that records progress, connected to `cmd` (`mnemo ... serve --stdio`).
+async fn recording_client(
+    cmd: tokio::process::Command,
+) -> (RunningService<RoleClient, Recorder>, Recorder) {
     let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -428,7 +430,9 @@ fn tool_request(tool: &str, args: Value) -> ClientRequest {
 #[tokio::test]
 async fn a_large_append_sends_progress_notifications() {
     let db = fresh_db().await;
-    let (client, recorder) = recording_client(&db, Embed::Hash).await;
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    cmd.args(["serve", "--stdio"]);
+    let (client, recorder) = recording_client(cmd).await;
     let messages: Vec<Value> = (0..100)
         .map(|i| json!({"role": "user", "content": format!("line {i}")}))
         .collect();
@@ -449,9 +453,48 @@ async fn a_large_append_sends_progress_notifications() {
     client.cancel().await.ok();
 }
 
-/// Sends `tool` with `args` (a long batch), cancels it once the first
-/// progress notification shows it under way, and checks the work stopped.
-async fn cancel_midway(client: &RunningService<RoleClient, Recorder>, recorder: &Recorder, tool: &str, args: Value) {
+/// An OpenAI-compatible embeddings endpoint that takes `delay` per
+/// request: a slow path that does not depend on how fast the machine is.
+/// Returns its base URL and the number of requests it has received.
+async fn slow_embedder(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    use axum::{Json, Router, routing::post};
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let app = Router::new().route(
+        "/v1/embeddings",
+        post(move |Json(body): Json<Value>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let n = body["input"].as_array().map_or(0, Vec::len);
+                let data: Vec<Value> = (0..n)
+                    .map(|i| {
+                        let mut v = vec![0.0f32; 384];
+                        v[i % 384] = 1.0;
+                        json!({"index": i, "embedding": v})
+                    })
+                    .collect();
+                Json(json!({"data": data}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, requests)
+}
+
+/// Sends `tool` with `args` (a 500-item batch), cancels it once the first
+/// progress notification shows it under way, and checks the work stopped:
+/// at most the chunk in flight finishes, nothing more is embedded.
+async fn cancel_midway(
+    client: &RunningService<RoleClient, Recorder>,
+    recorder: &Recorder,
+    requests: &AtomicUsize,
+    tool: &str,
+    args: Value,
+) {
     recorder.seen.lock().unwrap().clear();
     let handle = client
         .send_cancellable_request(tool_request(tool, args), PeerRequestOptions::no_options())
@@ -459,7 +502,7 @@ async fn cancel_midway(client: &RunningService<RoleClient, Recorder>, recorder: 
         .unwrap();
     tokio::time::timeout(Duration::from_secs(60), async {
         while recorder.seen.lock().unwrap().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
@@ -468,39 +511,38 @@ async fn cancel_midway(client: &RunningService<RoleClient, Recorder>, recorder: 
         .cancel(Some("the user pressed stop".into()))
         .await
         .unwrap();
-    let at_cancel = recorder.seen.lock().unwrap().len();
-    // Long enough for several more chunks, had the work gone on.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let embedded_at_cancel = requests.load(Ordering::SeqCst);
+    // Had the work gone on, several more chunks would be embedded by now.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let seen = recorder.seen.lock().unwrap().clone();
+    let embedded = requests.load(Ordering::SeqCst);
     assert!(
-        seen.len() <= at_cancel + 1,
-        "{tool}: work went on after the cancellation: {at_cancel} notifications then {seen:?}"
+        embedded <= embedded_at_cancel + 1,
+        "{tool}: embedding went on after the cancellation ({embedded_at_cancel} requests, then {embedded})"
     );
+    assert!(seen.len() <= 3, "{tool}: {seen:?}");
     assert!(seen.last().unwrap().0 < 500.0, "{tool}: {seen:?}");
 }
 
 #[tokio::test]
 async fn cancelling_a_batch_stops_it_and_writes_nothing() {
     let db = fresh_db().await;
-    // The real model: slow enough that a 500-item batch is still embedding when cancelled.
-    let (client, recorder) = recording_client(&db, Embed::Local).await;
-    let warm = tool_request("store_memory", json!({"content": "warm up the model"}));
-    client
-        .send_request(warm)
-        .await
-        .expect("the model loads and stores");
-    let text = |i: usize| {
-        format!(
-            "Memory number {i}: a long enough sentence about gardens, rivers, mountains, \
-             trains, books and music so that embedding it takes the model a little while."
-        )
-    };
-    let memories: Vec<Value> = (0..500).map(|i| json!({"content": text(i)})).collect();
-    cancel_midway(&client, &recorder, "store_memories", json!({"memories": memories})).await;
-    let messages: Vec<Value> = (0..500)
-        .map(|i| json!({"role": "user", "content": text(i)}))
+    // 16 chunks of 32 at 200 ms each: about 3 seconds per batch if not cancelled.
+    let (url, requests) = slow_embedder(Duration::from_millis(200)).await;
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    cmd.env("MNEMO_EMBEDDER", "openai")
+        .env("MNEMO_OPENAI_BASE_URL", &url)
+        .env("MNEMO_EMBEDDING_DIM", "384")
+        .args(["serve", "--stdio"]);
+    let (client, recorder) = recording_client(cmd).await;
+    let memories: Vec<Value> = (0..500)
+        .map(|i| json!({"content": format!("memory number {i}")}))
         .collect();
-    cancel_midway(&client, &recorder, "append_messages", json!({"messages": messages})).await;
+    cancel_midway(&client, &recorder, &requests, "store_memories", json!({"memories": memories})).await;
+    let messages: Vec<Value> = (0..500)
+        .map(|i| json!({"role": "user", "content": format!("message number {i}")}))
+        .collect();
+    cancel_midway(&client, &recorder, &requests, "append_messages", json!({"messages": messages})).await;
 
     let sql = db.sql().await;
     let row = sql
@@ -512,12 +554,15 @@ async fn cancelling_a_batch_stops_it_and_writes_nothing() {
         .await
         .unwrap();
     let counts: (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!(counts, (1, 0, 0), "only the warm-up memory was stored");
-    // The server still serves.
-    let after = client
-        .send_request(tool_request("memory_stats", json!({})))
+    assert_eq!(counts, (0, 0, 0), "a cancelled batch writes nothing");
+    // The server still serves, and an uncancelled batch goes through.
+    let done = client
+        .send_request(tool_request(
+            "store_memories",
+            json!({"memories": [{"content": "after the cancellations"}]}),
+        ))
         .await
         .unwrap();
-    assert!(format!("{after:?}").contains("\"total\": Number(1)"), "{after:?}");
+    assert!(format!("{done:?}").contains("\"created\": Number(1)"), "{done:?}");
     client.cancel().await.ok();
 }

@@ -35,6 +35,8 @@ pub fn estimate_tokens(content: &str) -> i32 {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+// Args checks top-level names only; a misspelt field of a message is an error too.
+#[serde(deny_unknown_fields)]
 pub struct MessageArgs {
     /// user, assistant, system or tool.
     pub role: Role,
