@@ -210,6 +210,8 @@ pub struct Memory {
     pub importance: i16,
     pub confidence: f32,
     pub tags: Vec<String>,
+    // Always a JSON object (a CHECK in the table): say so in the schema.
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub metadata: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
