@@ -153,13 +153,8 @@ async fn contexts_work(client: &Client) {
     );
 
     // A fork of a fork, before the first fork's own fork point.
-    let early = ok(
-        client,
-        "fork_context",
-        json!({"id": fork_id, "version": 2}),
-    )
-    .await["context"]
-        .clone();
+    let early =
+        ok(client, "fork_context", json!({"id": fork_id, "version": 2})).await["context"].clone();
     let early_id = id_of(&early, "id");
     assert_eq!(early["message_count"], 2);
     assert!(
@@ -398,7 +393,11 @@ async fn concurrent_appends_never_collide_and_expected_version_refuses_the_loser
         all.extend(v);
     }
     all.sort();
-    assert_eq!(all, (4..=39).collect::<Vec<i64>>(), "no gaps, no collisions");
+    assert_eq!(
+        all,
+        (4..=39).collect::<Vec<i64>>(),
+        "no gaps, no collisions"
+    );
     let read = ok(&a, "get_context", json!({"id": id, "limit": 500})).await;
     assert_eq!(versions(&read["messages"]), (1..=39).collect::<Vec<i64>>());
     assert_eq!(read["context"]["message_count"], 39);
@@ -427,8 +426,12 @@ async fn concurrent_appends_never_collide_and_expected_version_refuses_the_loser
         let id = id.clone();
         async move {
             for _ in 0..50 {
-                let seen = ok(client, "get_context", json!({"id": id, "since_version": 1_000}))
-                    .await["context"]["latest_version"]
+                let seen = ok(
+                    client,
+                    "get_context",
+                    json!({"id": id, "since_version": 1_000}),
+                )
+                .await["context"]["latest_version"]
                     .as_i64()
                     .unwrap();
                 let r = call(
@@ -473,11 +476,7 @@ async fn bad_context_arguments_get_clear_tool_errors_and_change_nothing() {
         .map(|i| json!({"role": "user", "content": format!("m{i}")}))
         .collect();
     let cases: Vec<(&str, Value, &[&str])> = vec![
-        (
-            "append_messages",
-            json!({}),
-            &["missing field `messages`"],
-        ),
+        ("append_messages", json!({}), &["missing field `messages`"]),
         (
             "append_messages",
             json!({"messages": []}),
@@ -765,10 +764,16 @@ async fn a_companion_cannot_touch_another_companions_contexts() {
         format!("memory://contexts/{secret_id}"),
         format!("memory://memories/{memory_id}"),
     ] {
-        let read = bob.read_resource(ReadResourceRequestParams::new(&uri)).await;
+        let read = bob
+            .read_resource(ReadResourceRequestParams::new(&uri))
+            .await;
         match read {
             Err(rmcp::ServiceError::McpError(e)) => {
-                assert_eq!(e.code, rmcp::model::ErrorCode::RESOURCE_NOT_FOUND, "{uri}: {e:?}")
+                assert_eq!(
+                    e.code,
+                    rmcp::model::ErrorCode::RESOURCE_NOT_FOUND,
+                    "{uri}: {e:?}"
+                )
             }
             other => panic!("another companion's {uri} must not be readable: {other:?}"),
         }
@@ -843,10 +848,7 @@ async fn messages_stored_while_the_embedder_is_down_are_embedded_later() {
     let mut unembedded = 1;
     for _ in 0..50 {
         unembedded = sql
-            .query_one(
-                "SELECT count(*) FROM messages WHERE embedding IS NULL",
-                &[],
-            )
+            .query_one("SELECT count(*) FROM messages WHERE embedding IS NULL", &[])
             .await
             .unwrap()
             .get::<_, i64>(0);

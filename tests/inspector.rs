@@ -60,7 +60,12 @@ async fn inspector() -> PathBuf {
         .arg("install")
         .arg("--prefix")
         .arg(&staging)
-        .args(["--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"])
+        .args([
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+        ])
         .arg(&package)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(600), install)
@@ -133,12 +138,18 @@ async fn the_mcp_inspector_lists_every_tool_prompt_and_template() {
     for tool in tools {
         let name = &tool["name"];
         let description = tool["description"].as_str().unwrap_or_default();
-        assert!(description.len() > 40, "{name}: description {description:?}");
+        assert!(
+            description.len() > 40,
+            "{name}: description {description:?}"
+        );
         assert_eq!(tool["inputSchema"]["type"], "object", "{name}");
         assert_eq!(tool["outputSchema"]["type"], "object", "{name}");
         let annotations = &tool["annotations"];
         assert!(annotations["title"].is_string(), "{name}: {annotations}");
-        assert!(annotations["readOnlyHint"].is_boolean(), "{name}: {annotations}");
+        assert!(
+            annotations["readOnlyHint"].is_boolean(),
+            "{name}: {annotations}"
+        );
         assert_eq!(annotations["openWorldHint"], false, "{name}");
     }
     let append = tools
@@ -146,7 +157,10 @@ async fn the_mcp_inspector_lists_every_tool_prompt_and_template() {
         .find(|t| t["name"] == "append_messages")
         .unwrap();
     assert!(append["inputSchema"]["properties"]["expected_version"].is_object());
-    assert_eq!(append["inputSchema"]["required"], serde_json::json!(["messages"]));
+    assert_eq!(
+        append["inputSchema"]["required"],
+        serde_json::json!(["messages"])
+    );
 
     let prompts = inspect(&bin, &db, &["--method", "prompts/list"]).await;
     let mut names: Vec<&str> = prompts["prompts"]

@@ -52,7 +52,7 @@ async fn seed(client: &Client) -> (String, String) {
         json!({"memories": [
             {"content": "Always answer Ana in Spanish", "kind": "instruction", "importance": 9, "user_id": "ana"},
             {"content": "Ana prefers short answers", "kind": "preference", "user_id": "ana"},
-            {"content": "Ana adopted a beagle named Max", "kind": "fact", "tags": ["pets", "family"], "user_id": "ana"},
+            {"content": "Ana adopted a beagle named Max", "kind": "fact", "importance": 8, "tags": ["pets", "family"], "user_id": "ana"},
             {"content": "Bob likes spicy food", "kind": "preference", "tags": ["food"], "user_id": "bob"},
             {"content": "Carl lives in Oslo", "user_id": "carl"},
             {"content": "María writes poems", "kind": "preference", "user_id": "ana maría"}
@@ -99,10 +99,15 @@ async fn every_resource_reads_and_the_listing_pages() {
     // The profile: instructions, then preferences; no facts.
     let (profile, mime) = text_of(&read(&client, "memory://users/ana/profile").await);
     assert_eq!(mime.as_deref(), Some("text/markdown"));
-    let spanish = profile.find("Always answer Ana in Spanish").expect(&profile);
+    let spanish = profile
+        .find("Always answer Ana in Spanish")
+        .expect(&profile);
     let short = profile.find("Ana prefers short answers").expect(&profile);
     assert!(profile.find("## Instructions").unwrap() < spanish);
-    assert!(spanish < profile.find("## Preferences").unwrap() && profile.find("## Preferences").unwrap() < short);
+    assert!(
+        spanish < profile.find("## Preferences").unwrap()
+            && profile.find("## Preferences").unwrap() < short
+    );
     assert!(!profile.contains("beagle"), "{profile}");
     let (other, _) = text_of(&read(&client, "memory://users/ana%20mar%C3%ADa/profile").await);
     assert!(other.contains("María writes poems"), "{other}");
@@ -118,7 +123,10 @@ async fn every_resource_reads_and_the_listing_pages() {
     let (ctx, _) = text_of(&read(&client, &format!("memory://contexts/{context}")).await);
     let ctx: Value = serde_json::from_str(&ctx).unwrap();
     assert_eq!(ctx["context"]["name"], "Trip to Japan");
-    assert_eq!(ctx["messages"][1]["content"], "Cherry blossom season: book early.");
+    assert_eq!(
+        ctx["messages"][1]["content"],
+        "Cherry blossom season: book early."
+    );
     assert_eq!(ctx["truncated"], false);
 
     // Unknown or malformed URIs are "resource not found".
@@ -128,7 +136,11 @@ async fn every_resource_reads_and_the_listing_pages() {
         "memory://contexts/5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11",
         "file:///etc/passwd",
     ] {
-        let e = protocol_error(client.read_resource(ReadResourceRequestParams::new(uri)).await);
+        let e = protocol_error(
+            client
+                .read_resource(ReadResourceRequestParams::new(uri))
+                .await,
+        );
         assert_eq!(e.code, ErrorCode::RESOURCE_NOT_FOUND, "{uri}: {e:?}");
     }
 
@@ -160,7 +172,9 @@ async fn every_resource_reads_and_the_listing_pages() {
     assert_eq!(page1.resources.len(), 50);
     let cursor = page1.next_cursor.clone().expect("a second page");
     let page2 = client
-        .list_resources(Some(PaginatedRequestParams::default().with_cursor(Some(cursor))))
+        .list_resources(Some(
+            PaginatedRequestParams::default().with_cursor(Some(cursor)),
+        ))
         .await
         .unwrap();
     assert_eq!(page2.resources.len(), 14);
@@ -217,46 +231,69 @@ async fn prompts_fill_in_memories_and_transcripts() {
     let args = recall.arguments.as_ref().unwrap();
     let topic = args.iter().find(|a| a.name == "topic").unwrap();
     assert_eq!(topic.required, Some(true));
-    assert!(args.iter().any(|a| a.name == "kind" && a.required == Some(false)));
+    assert!(
+        args.iter()
+            .any(|a| a.name == "kind" && a.required == Some(false))
+    );
 
     let got = client
         .get_prompt(
-            GetPromptRequestParams::new("recall")
-                .with_arguments(arguments(json!({"topic": "Ana's beagle", "user_id": "ana"}))),
+            GetPromptRequestParams::new("recall").with_arguments(arguments(
+                json!({"topic": "Ana's beagle", "user_id": "ana"}),
+            )),
         )
         .await
         .unwrap();
     let text = prompt_text(&got);
     let beagle = text.find("Ana adopted a beagle named Max").expect(&text);
     assert!(!text.contains("Bob"), "{text}");
-    assert!(text.find("1. ").unwrap() < beagle && beagle < text.find("2. ").unwrap_or(usize::MAX), "{text}");
+    assert!(
+        text.find("1. ").unwrap() < beagle && beagle < text.find("2. ").unwrap_or(usize::MAX),
+        "{text}"
+    );
     let only = client
-        .get_prompt(GetPromptRequestParams::new("recall").with_arguments(arguments(
-            json!({"topic": "how to answer Ana", "user_id": "ana", "kind": "instruction"}),
-        )))
+        .get_prompt(
+            GetPromptRequestParams::new("recall").with_arguments(arguments(
+                json!({"topic": "how to answer Ana", "user_id": "ana", "kind": "instruction"}),
+            )),
+        )
         .await
         .unwrap();
     let text = prompt_text(&only);
-    assert!(text.contains("Spanish") && !text.contains("short answers"), "{text}");
+    assert!(
+        text.contains("Spanish") && !text.contains("short answers"),
+        "{text}"
+    );
     let tagged = client
-        .get_prompt(GetPromptRequestParams::new("recall").with_arguments(arguments(
-            json!({"topic": "Ana", "user_id": "ana", "tag": "pets"}),
-        )))
+        .get_prompt(
+            GetPromptRequestParams::new("recall").with_arguments(arguments(
+                json!({"topic": "Ana", "user_id": "ana", "tag": "pets"}),
+            )),
+        )
         .await
         .unwrap();
     let text = prompt_text(&tagged);
-    assert!(text.contains("beagle") && !text.contains("Spanish"), "{text}");
+    assert!(
+        text.contains("beagle") && !text.contains("Spanish"),
+        "{text}"
+    );
     let none = client
-        .get_prompt(GetPromptRequestParams::new("recall").with_arguments(arguments(
-            json!({"topic": "quantum chromodynamics", "user_id": "zed"}),
-        )))
+        .get_prompt(
+            GetPromptRequestParams::new("recall").with_arguments(arguments(
+                json!({"topic": "quantum chromodynamics", "user_id": "zed"}),
+            )),
+        )
         .await
         .unwrap();
     assert!(prompt_text(&none).contains("no memories about zed"));
 
     // summarize_context on a fork shows the inherited messages, then its own.
-    let fork = ok(&client, "fork_context", json!({"id": context, "version": 1})).await["context"]
-        ["id"]
+    let fork = ok(
+        &client,
+        "fork_context",
+        json!({"id": context, "version": 1}),
+    )
+    .await["context"]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -274,32 +311,55 @@ async fn prompts_fill_in_memories_and_transcripts() {
         .await
         .unwrap();
     let text = prompt_text(&summary);
-    let kyoto = text.find("[1] user: I want to see Kyoto in April").expect(&text);
-    let autumn = text.find("[2] assistant: Maybe autumn leaves instead?").expect(&text);
+    let kyoto = text
+        .find("[1] user: I want to see Kyoto in April")
+        .expect(&text);
+    let autumn = text
+        .find("[2] assistant: Maybe autumn leaves instead?")
+        .expect(&text);
     assert!(kyoto < autumn);
-    assert!(!text.contains("Cherry blossom"), "the fork is at version 1: {text}");
+    assert!(
+        !text.contains("Cherry blossom"),
+        "the fork is at version 1: {text}"
+    );
     assert!(text.contains("store_memory"), "{text}");
     let later = client
         .get_prompt(
-            GetPromptRequestParams::new("summarize_context")
-                .with_arguments(arguments(json!({"context_id": context, "since_version": "1"}))),
+            GetPromptRequestParams::new("summarize_context").with_arguments(arguments(
+                json!({"context_id": context, "since_version": "1"}),
+            )),
         )
         .await
         .unwrap();
     let text = prompt_text(&later);
-    assert!(text.contains("Cherry blossom") && !text.contains("Kyoto in April"), "{text}");
+    assert!(
+        text.contains("Cherry blossom") && !text.contains("Kyoto in April"),
+        "{text}"
+    );
 
     // Bad arguments are invalid params that say what to fix.
     for (name, args, needle) in [
         ("recall", json!({}), "missing field `topic`"),
-        ("recall", json!({"topic": "x", "kind": "rumour"}), "fact, experience"),
-        ("recall", json!({"topic": "x", "colour": "red"}), "unknown argument `colour`"),
+        (
+            "recall",
+            json!({"topic": "x", "kind": "rumour"}),
+            "fact, experience",
+        ),
+        (
+            "recall",
+            json!({"topic": "x", "colour": "red"}),
+            "unknown argument `colour`",
+        ),
         (
             "summarize_context",
             json!({"context_id": "5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11"}),
             "no context with id",
         ),
-        ("summarize_context", json!({"context_id": "nope"}), "not a context id"),
+        (
+            "summarize_context",
+            json!({"context_id": "nope"}),
+            "not a context id",
+        ),
         (
             "summarize_context",
             json!({"context_id": context, "since_version": "two"}),
@@ -308,7 +368,9 @@ async fn prompts_fill_in_memories_and_transcripts() {
     ] {
         let e = protocol_error(
             client
-                .get_prompt(GetPromptRequestParams::new(name).with_arguments(arguments(args.clone())))
+                .get_prompt(
+                    GetPromptRequestParams::new(name).with_arguments(arguments(args.clone())),
+                )
                 .await,
         );
         assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{name}({args}): {e:?}");
@@ -322,28 +384,49 @@ async fn completions_suggest_kinds_tags_users_and_ids() {
     let db = fresh_db().await;
     let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
     let (beagle, context) = seed(&client).await;
-    let complete = |prompt: &'static str, arg: &'static str, value: String, ctx: Option<CompletionContext>| {
-        let client = &client;
-        async move {
-            client
-                .complete_prompt_argument(prompt, arg, value, ctx)
-                .await
-                .unwrap_or_else(|e| panic!("complete {prompt}.{arg}: {e}"))
-                .values
-        }
-    };
-    assert_eq!(complete("recall", "kind", "pr".into(), None).await, vec!["preference"]);
+    let complete =
+        |prompt: &'static str, arg: &'static str, value: String, ctx: Option<CompletionContext>| {
+            let client = &client;
+            async move {
+                client
+                    .complete_prompt_argument(prompt, arg, value, ctx)
+                    .await
+                    .unwrap_or_else(|e| panic!("complete {prompt}.{arg}: {e}"))
+                    .values
+            }
+        };
+    assert_eq!(
+        complete("recall", "kind", "pr".into(), None).await,
+        vec!["preference"]
+    );
     assert_eq!(complete("recall", "kind", "".into(), None).await.len(), 5);
-    assert_eq!(complete("recall", "tag", "f".into(), None).await, vec!["family", "food"]);
-    let ana = CompletionContext::with_arguments([("user_id".to_string(), "ana".to_string())].into());
-    assert_eq!(complete("recall", "tag", "f".into(), Some(ana)).await, vec!["family"]);
+    assert_eq!(
+        complete("recall", "tag", "f".into(), None).await,
+        vec!["family", "food"]
+    );
+    let ana =
+        CompletionContext::with_arguments([("user_id".to_string(), "ana".to_string())].into());
+    assert_eq!(
+        complete("recall", "tag", "f".into(), Some(ana)).await,
+        vec!["family"]
+    );
     assert_eq!(
         complete("recall", "user_id", "ana".into(), None).await,
         vec!["ana", "ana maría"]
     );
-    assert!(complete("recall", "topic", "x".into(), None).await.is_empty());
+    assert!(
+        complete("recall", "topic", "x".into(), None)
+            .await
+            .is_empty()
+    );
     assert_eq!(
-        complete("summarize_context", "context_id", context[..6].to_string(), None).await,
+        complete(
+            "summarize_context",
+            "context_id",
+            context[..6].to_string(),
+            None
+        )
+        .await,
         vec![context.clone()]
     );
     assert_eq!(
@@ -368,11 +451,15 @@ async fn completions_suggest_kinds_tags_users_and_ids() {
     assert_eq!(users.values, vec!["bob"]);
     for (result, needle) in [
         (
-            client.complete_prompt_argument("forget", "x", "", None).await,
+            client
+                .complete_prompt_argument("forget", "x", "", None)
+                .await,
             "no prompt named \"forget\"",
         ),
         (
-            client.complete_prompt_argument("recall", "colour", "", None).await,
+            client
+                .complete_prompt_argument("recall", "colour", "", None)
+                .await,
             "no argument \"colour\"",
         ),
         (
@@ -389,10 +476,13 @@ async fn completions_suggest_kinds_tags_users_and_ids() {
     client.cancel().await.ok();
 }
 
-/// A client that records progress notifications: (progress, total).
+/// (progress, total) of each progress notification received.
+type Seen = Arc<Mutex<Vec<(f64, Option<f64>)>>>;
+
+/// A client that records progress notifications.
 #[derive(Clone, Default)]
 struct Recorder {
-    seen: Arc<Mutex<Vec<(f64, Option<f64>)>>>,
+    seen: Seen,
 }
 
 impl rmcp::ClientHandler for Recorder {
@@ -401,7 +491,10 @@ impl rmcp::ClientHandler for Recorder {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        self.seen.lock().unwrap().push((params.progress, params.total));
+        self.seen
+            .lock()
+            .unwrap()
+            .push((params.progress, params.total));
     }
 }
 
@@ -444,7 +537,10 @@ async fn a_large_append_sends_progress_notifications() {
         .await
         .unwrap();
     let response = format!("{:?}", handle.await_response().await.unwrap());
-    assert!(response.contains("latest_version") && response.contains("100"), "{response}");
+    assert!(
+        response.contains("latest_version") && response.contains("100"),
+        "{response}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = recorder.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 4, "one notification per chunk of 32: {seen:?}");
@@ -538,11 +634,25 @@ async fn cancelling_a_batch_stops_it_and_writes_nothing() {
     let memories: Vec<Value> = (0..500)
         .map(|i| json!({"content": format!("memory number {i}")}))
         .collect();
-    cancel_midway(&client, &recorder, &requests, "store_memories", json!({"memories": memories})).await;
+    cancel_midway(
+        &client,
+        &recorder,
+        &requests,
+        "store_memories",
+        json!({"memories": memories}),
+    )
+    .await;
     let messages: Vec<Value> = (0..500)
         .map(|i| json!({"role": "user", "content": format!("message number {i}")}))
         .collect();
-    cancel_midway(&client, &recorder, &requests, "append_messages", json!({"messages": messages})).await;
+    cancel_midway(
+        &client,
+        &recorder,
+        &requests,
+        "append_messages",
+        json!({"messages": messages}),
+    )
+    .await;
 
     let sql = db.sql().await;
     let row = sql
@@ -563,6 +673,9 @@ async fn cancelling_a_batch_stops_it_and_writes_nothing() {
         ))
         .await
         .unwrap();
-    assert!(format!("{done:?}").contains("\"created\": Number(1)"), "{done:?}");
+    assert!(
+        format!("{done:?}").contains("\"created\": Number(1)"),
+        "{done:?}"
+    );
     client.cancel().await.ok();
 }

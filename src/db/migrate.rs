@@ -17,7 +17,10 @@ const LOCK_KEY: i64 = 0x006d_6e65_6d6f;
 /// The migrations, in the order they apply. Names never change once shipped.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../../migrations/0001_init.sql")),
-    ("0002_contexts", include_str!("../../migrations/0002_contexts.sql")),
+    (
+        "0002_contexts",
+        include_str!("../../migrations/0002_contexts.sql"),
+    ),
 ];
 
 /// Tables with an `embedding vector` column that [`fix_dimension`] types

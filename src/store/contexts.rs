@@ -81,7 +81,10 @@ pub struct NewMessage {
 pub enum AppendTarget {
     Existing(Uuid),
     /// A new context for `user`, named `name`.
-    New { user: String, name: String },
+    New {
+        user: String,
+        name: String,
+    },
 }
 
 /// A context as stored.
@@ -371,7 +374,10 @@ impl Store {
         crate::db::note_duration("get_context", started);
         let first = rows.first().ok_or(StoreError::ContextNotFound(id))?;
         let context = Context::from_row(first);
-        let messages = rows.iter().filter_map(|r| Message::from_row(r, 10)).collect();
+        let messages = rows
+            .iter()
+            .filter_map(|r| Message::from_row(r, 10))
+            .collect();
         Ok((context, messages))
     }
 
@@ -579,7 +585,10 @@ impl Store {
         for (row, vector) in rows.iter().zip(vectors) {
             let id: Uuid = row.get(0);
             filled += client
-                .execute(&stmt, &[&id, &to_vector(Some(vector)), &embedder.model_id()])
+                .execute(
+                    &stmt,
+                    &[&id, &to_vector(Some(vector)), &embedder.model_id()],
+                )
                 .await? as usize;
         }
         Ok(filled)

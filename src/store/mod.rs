@@ -57,7 +57,11 @@ pub enum StoreError {
          since you read it; read it again (get_context with since_version {expected}) and append \
          with expected_version {actual}"
     )]
-    VersionConflict { id: Uuid, expected: i64, actual: i64 },
+    VersionConflict {
+        id: Uuid,
+        expected: i64,
+        actual: i64,
+    },
     #[error(
         "context {id} has no version {version}: its versions run from 0 (before the first message) \
          to {latest}"

@@ -87,7 +87,11 @@ pub struct AppendResult {
 
 impl Render for AppendResult {
     fn render(&self) -> String {
-        let verb = if self.created { "Started" } else { "Appended to" };
+        let verb = if self.created {
+            "Started"
+        } else {
+            "Appended to"
+        };
         let (first, last) = (
             self.versions.first().copied().unwrap_or_default(),
             self.versions.last().copied().unwrap_or_default(),

@@ -139,15 +139,11 @@ impl MnemoServer {
         let id = validate::context_id("context_id", &a.context_id)?;
         let since = match a.since_version.as_deref().map(str::trim) {
             None | Some("") => 0,
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|v| *v >= 0)
-                .ok_or_else(|| {
-                    ToolError::invalid(format!(
-                        "since_version {v:?} is not a version: use a whole number, 0 or more"
-                    ))
-                })?,
+            Some(v) => v.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                ToolError::invalid(format!(
+                    "since_version {v:?} is not a version: use a whole number, 0 or more"
+                ))
+            })?,
         };
         let app = self.app();
         let window = Window {

@@ -165,14 +165,21 @@ impl MnemoServer {
         let resources = listed
             .into_iter()
             .map(|l| match l.kind {
-                ListedKind::Profile => Resource::new(profile_uri(&l.key), format!("{} profile", l.label))
-                    .with_title(format!("What to always know about {}", l.label))
-                    .with_description(format!("{}'s instructions and preferences ({})", l.label, l.detail))
-                    .with_mime_type("text/markdown"),
-                ListedKind::Context => Resource::new(format!("memory://contexts/{}", l.key), l.label.clone())
-                    .with_title(format!("Conversation \"{}\"", l.label))
-                    .with_description(format!("Conversation context {}", l.detail))
-                    .with_mime_type("application/json"),
+                ListedKind::Profile => {
+                    Resource::new(profile_uri(&l.key), format!("{} profile", l.label))
+                        .with_title(format!("What to always know about {}", l.label))
+                        .with_description(format!(
+                            "{}'s instructions and preferences ({})",
+                            l.label, l.detail
+                        ))
+                        .with_mime_type("text/markdown")
+                }
+                ListedKind::Context => {
+                    Resource::new(format!("memory://contexts/{}", l.key), l.label.clone())
+                        .with_title(format!("Conversation \"{}\"", l.label))
+                        .with_description(format!("Conversation context {}", l.detail))
+                        .with_mime_type("application/json")
+                }
             })
             .collect();
         let mut result = ListResourcesResult::with_all_items(resources);
