@@ -38,6 +38,12 @@ async fn server_answers_initialize_and_lists_tools_over_stdio_and_http() {
         "relate_memories",
         "related_memories",
         "memory_stats",
+        "append_messages",
+        "get_context",
+        "fork_context",
+        "list_contexts",
+        "delete_context",
+        "search_messages",
     ];
 
     let stdio = stdio_client(mnemo(&db, "default", Embed::Hash)).await;

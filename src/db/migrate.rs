@@ -18,6 +18,10 @@ const LOCK_KEY: i64 = 0x006d_6e65_6d6f;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../../migrations/0001_init.sql")),
     (
+        "0002_contexts",
+        include_str!("../../migrations/0002_contexts.sql"),
+    ),
+    (
         "0003_api_keys",
         include_str!("../../migrations/0003_api_keys.sql"),
     ),
@@ -26,6 +30,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0004_memory_sequence.sql"),
     ),
 ];
+
+/// Tables with an `embedding vector` column that [`fix_dimension`] types
+/// and indexes (`<table>_embedding_hnsw`).
+const EMBEDDING_TABLES: &[&str] = &["memories", "messages"];
 
 /// What a run did.
 #[derive(Debug, Default)]
@@ -114,8 +122,10 @@ fn migration_error(name: &str, e: &tokio_postgres::Error) -> DbError {
     }
 }
 
-/// First start: types `memories.embedding` as `vector(dim)` and builds the
-/// HNSW index. Later starts: refuses a different dimension.
+/// First start: types every `embedding` column as `vector(dim)` and builds
+/// its HNSW index. Later starts: refuses a different dimension, and types
+/// any column still untyped (a table added by a migration after the
+/// dimension was fixed, e.g. `messages` on a database created before 0002).
 async fn fix_dimension(client: &mut Client, dim: usize) -> Result<usize, DbError> {
     let row = client
         .query_opt(
@@ -123,30 +133,50 @@ async fn fix_dimension(client: &mut Client, dim: usize) -> Result<usize, DbError
             &[],
         )
         .await?;
-    if let Some(row) = row {
-        let stored = row.get::<_, i32>(0) as usize;
-        if stored != dim {
-            return Err(DbError::DimensionMismatch {
-                stored,
-                configured: dim,
-            });
-        }
-        return Ok(stored);
+    let stored = row.map(|row| row.get::<_, i32>(0) as usize);
+    if let Some(stored) = stored
+        && stored != dim
+    {
+        return Err(DbError::DimensionMismatch {
+            stored,
+            configured: dim,
+        });
     }
     let tx = client.transaction().await?;
-    // `dim` is a checked integer (config::check_dim), not user text.
-    tx.batch_execute(&format!(
-        "ALTER TABLE memories ALTER COLUMN embedding TYPE vector({dim});
-         CREATE INDEX memories_embedding_hnsw ON memories USING hnsw (embedding vector_cosine_ops);"
-    ))
-    .await
-    .map_err(|e| migration_error("embedding dimension", &e))?;
-    tx.execute(
-        "INSERT INTO mnemo_settings (key, value) VALUES ('embedding_dim', to_jsonb($1::int))",
-        &[&(dim as i32)],
-    )
-    .await?;
+    let mut typed = Vec::new();
+    for table in EMBEDDING_TABLES {
+        // atttypmod is the vector's dimension, or -1 while untyped.
+        let typmod: i32 = tx
+            .query_one(
+                "SELECT atttypmod FROM pg_attribute \
+                 WHERE attrelid = $1::text::regclass AND attname = 'embedding'",
+                &[table],
+            )
+            .await?
+            .get(0);
+        if typmod >= 0 {
+            continue;
+        }
+        // `dim` is a checked integer (config::check_dim) and `table` a
+        // constant above, not user text.
+        tx.batch_execute(&format!(
+            "ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({dim});
+             CREATE INDEX {table}_embedding_hnsw ON {table} USING hnsw (embedding vector_cosine_ops);"
+        ))
+        .await
+        .map_err(|e| migration_error("embedding dimension", &e))?;
+        typed.push(*table);
+    }
+    if stored.is_none() {
+        tx.execute(
+            "INSERT INTO mnemo_settings (key, value) VALUES ('embedding_dim', to_jsonb($1::int))",
+            &[&(dim as i32)],
+        )
+        .await?;
+    }
     tx.commit().await?;
-    tracing::info!(dim, "embedding dimension fixed for this database");
+    if !typed.is_empty() {
+        tracing::info!(dim, tables = ?typed, "embedding dimension fixed");
+    }
     Ok(dim)
 }

@@ -1,5 +1,5 @@
 //! Background upkeep that never blocks a request: purging expired memories
-//! and embedding memories stored while the embedder was unavailable.
+//! and embedding memories and messages stored while the embedder was unavailable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,6 +121,18 @@ pub fn spawn(
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "embedding backfill failed; will retry");
+                        break;
+                    }
+                }
+            }
+            loop {
+                match store.backfill_message_embeddings(embedder.as_ref()).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        tracing::info!(embedded = n, "embedded messages stored without a vector")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "message embedding backfill failed; will retry");
                         break;
                     }
                 }

@@ -9,7 +9,11 @@
 //! - `search`: hybrid (vector + full-text, fused by reciprocal rank) search
 //! - `relations`: typed links between memories and graph traversal
 //! - `jobs`: background purge of expired memories and embedding backfill
+//! - `contexts`: conversation logs (append, read, fork, delete) and message search
+//! - `catalog`: resource listing, user profiles and completion candidates
 
+pub mod catalog;
+pub mod contexts;
 pub mod jobs;
 pub mod keys;
 pub mod memories;
@@ -45,6 +49,26 @@ pub enum StoreError {
     },
     #[error("a live memory with the same content already exists: {0}")]
     DuplicateContent(Uuid),
+    #[error(
+        "no context with id {0} (it may have been deleted, or belong to another companion): \
+         list_contexts shows yours"
+    )]
+    ContextNotFound(Uuid),
+    #[error(
+        "context {id} is at version {actual}, not the expected_version {expected}: someone appended \
+         since you read it; read it again (get_context with since_version {expected}) and append \
+         with expected_version {actual}"
+    )]
+    VersionConflict {
+        id: Uuid,
+        expected: i64,
+        actual: i64,
+    },
+    #[error(
+        "context {id} has no version {version}: its versions run from 0 (before the first message) \
+         to {latest}"
+    )]
+    VersionOutOfRange { id: Uuid, version: i64, latest: i64 },
     #[error("invalid value: {0}")]
     Constraint(String),
     #[error(transparent)]
@@ -192,6 +216,8 @@ pub struct Memory {
     pub importance: i16,
     pub confidence: f32,
     pub tags: Vec<String>,
+    // Always a JSON object (a CHECK in the table): say so in the schema.
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub metadata: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,

@@ -5,14 +5,21 @@
 //! - `lifecycle`: `get_memory`, `update_memory`, `archive_memory`, `restore_memory`, `delete_memory`
 //! - `relations`: `relate_memories`, `related_memories`
 //! - `stats`: `memory_stats`
+//! - `contexts`: `append_messages`, `get_context`, `fork_context`, `list_contexts`,
+//!   `delete_context`, `search_messages`
+//! - `resources`, `prompts`, `complete`: MCP resources, prompts and argument completion
 //!
 //! Invariant: this layer validates arguments and shapes results; it never
 //! writes SQL (that is the store's) and never decides the companion (that is
 //! the transport's, through [`App::scope`]).
 
+mod complete;
+mod contexts;
 mod lifecycle;
 pub mod output;
+mod prompts;
 mod relations;
+pub mod resources;
 mod search;
 mod stats;
 mod store;
@@ -20,15 +27,16 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Extensions, Implementation, ServerCapabilities,
-    ServerConfig,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, Extensions,
+    Implementation, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer};
-use rmcp::{ServerHandler, tool_handler};
+use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -37,6 +45,7 @@ use crate::embed::{Embedder, LazyEmbedder};
 use crate::store::{Scope, Store};
 use output::ToolError;
 
+pub use contexts::*;
 pub use lifecycle::*;
 pub use relations::*;
 pub use search::*;
@@ -89,6 +98,7 @@ impl App {
 pub struct MnemoServer {
     app: Arc<App>,
     tool_router: ToolRouter<MnemoServer>,
+    prompt_router: PromptRouter<MnemoServer>,
 }
 
 impl MnemoServer {
@@ -99,7 +109,9 @@ impl MnemoServer {
                 + Self::search_router()
                 + Self::lifecycle_router()
                 + Self::relations_router()
-                + Self::stats_router(),
+                + Self::stats_router()
+                + Self::contexts_router(),
+            prompt_router: Self::prompts_router(),
         }
     }
 
@@ -123,9 +135,12 @@ store_memory (identical content is stored once). Before answering something that
 the past, call search_memories with a natural-language query. Use update_memory to correct a \
 memory (pass expected_updated_at from your last read to avoid overwriting someone else's change), \
 archive_memory to hide one that no longer applies, relate_memories to link memories, and \
-related_memories to follow those links. Times are RFC 3339; user_id names the person a memory is about.";
+related_memories to follow those links. Keep conversations with append_messages (pass \
+expected_version from your last read), read them back with get_context, branch them with fork_context \
+and find past messages with search_messages. Times are RFC 3339; user_id names the person a memory is about.";
 
 #[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for MnemoServer {
     /// Routes to the tool, recording its latency and outcome.
     async fn call_tool(
@@ -167,8 +182,55 @@ impl ServerHandler for MnemoServer {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("mnemo", env!("CARGO_PKG_VERSION")))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(Implementation::new("mnemo", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        self.resources_page(
+            self.scope(&context.extensions),
+            request.and_then(|r| r.cursor),
+        )
+        .await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(Self::resource_templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Ok(self
+            .read(self.scope(&context.extensions), &request.uri)
+            .await?
+            .into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        self.completion(self.scope(&context.extensions), request)
+            .await
     }
 }

@@ -75,11 +75,15 @@ impl IntoCallToolResult for ToolError {
 impl From<StoreError> for ToolError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(_) => ToolError::NotFound(e.to_string()),
-            StoreError::Stale { .. } | StoreError::DuplicateContent(_) => {
-                ToolError::Conflict(e.to_string())
+            StoreError::NotFound(_) | StoreError::ContextNotFound(_) => {
+                ToolError::NotFound(e.to_string())
             }
-            StoreError::Constraint(_) => ToolError::Invalid(e.to_string()),
+            StoreError::Stale { .. }
+            | StoreError::DuplicateContent(_)
+            | StoreError::VersionConflict { .. } => ToolError::Conflict(e.to_string()),
+            StoreError::Constraint(_) | StoreError::VersionOutOfRange { .. } => {
+                ToolError::Invalid(e.to_string())
+            }
             StoreError::Db(db) => {
                 tracing::error!(error = %db, "database error in a tool call");
                 ToolError::Unavailable(format!("the database is unavailable: {db}"))

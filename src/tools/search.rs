@@ -105,6 +105,8 @@ pub struct SearchHit {
     pub importance: i16,
     pub confidence: f32,
     pub tags: Vec<String>,
+    // Always a JSON object (a CHECK in the table): say so in the schema.
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub metadata: serde_json::Value,
     pub user_id: String,
     pub occurred_at: DateTime<Utc>,

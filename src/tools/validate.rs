@@ -232,6 +232,69 @@ pub fn limit(value: Option<i64>, default: i64) -> Result<i64, ToolError> {
     }
 }
 
+/// Longest message content, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 65_536;
+/// Longest context name, tool call id, tool name or model name, in characters.
+pub const MAX_LABEL_CHARS: usize = 256;
+/// Most messages one get_context page returns.
+pub const MAX_MESSAGE_PAGE: i64 = 500;
+/// Largest token count a message may claim.
+pub const MAX_TOKEN_COUNT: i64 = 10_000_000;
+
+/// Message content of 1 to [`MAX_MESSAGE_CHARS`] characters, kept exactly
+/// as given (whitespace can matter in a transcript) but not blank.
+pub fn message_content(field: &str, value: String) -> Result<String, ToolError> {
+    let chars = value.chars().count();
+    if value.trim().is_empty() {
+        return Err(ToolError::invalid(format!(
+            "{field} is empty: give 1 to {MAX_MESSAGE_CHARS} characters"
+        )));
+    }
+    if chars > MAX_MESSAGE_CHARS {
+        return Err(ToolError::invalid(format!(
+            "{field} is {chars} characters long: at most {MAX_MESSAGE_CHARS} are allowed; split it into several messages"
+        )));
+    }
+    if value.contains('\0') {
+        return Err(ToolError::invalid(format!(
+            "{field} contains a NUL character, which cannot be stored"
+        )));
+    }
+    Ok(value)
+}
+
+/// A trimmed label (context name, tool call id, tool name, model) of 1 to
+/// [`MAX_LABEL_CHARS`] printable characters.
+pub fn label(field: &str, value: &str) -> Result<String, ToolError> {
+    let t = value.trim();
+    let chars = t.chars().count();
+    if chars == 0 || chars > MAX_LABEL_CHARS || t.chars().any(char::is_control) {
+        return Err(ToolError::invalid(format!(
+            "{field} {value:?} is not valid: use 1 to {MAX_LABEL_CHARS} printable characters"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+/// A context id.
+pub fn context_id(field: &str, value: &str) -> Result<Uuid, ToolError> {
+    Uuid::parse_str(value.trim()).map_err(|_| {
+        ToolError::invalid(format!(
+            "{field} {value:?} is not a context id: ids are UUIDs like 5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11, as returned by append_messages or list_contexts"
+        ))
+    })
+}
+
+/// A context version: 0 (before the first message) or more.
+pub fn version(field: &str, value: Option<i64>) -> Result<Option<i64>, ToolError> {
+    match value {
+        Some(v) if v < 0 => Err(ToolError::invalid(format!(
+            "{field} is {v}: versions are 0 (before the first message) or more"
+        ))),
+        other => Ok(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,657 @@
+//! Conversation contexts: append-only message logs per companion and user,
+//! forks that share their parent's history without copying it, and hybrid
+//! search over message content. All confined to a [`Scope`].
+//!
+//! Versions: a context's messages are numbered 1, 2, 3, ... A fork at
+//! version v reads its ancestors' messages up to v and numbers its own
+//! messages from v + 1, so the resolved log of any context is one strictly
+//! increasing sequence of versions: `since_version` and `limit` page through
+//! it directly, and it is read with one recursive query.
+//!
+//! Soft delete: a deleted context disappears from every read, list, search
+//! and append, but its rows stay, so its forks keep reading the history they
+//! share with it.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use pgvector::Vector;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::search::SearchMode;
+use super::{Scope, Store, StoreError, to_vector};
+use crate::embed::Embedder;
+
+/// Who wrote a message.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    postgres_types::ToSql,
+    postgres_types::FromSql,
+)]
+#[serde(rename_all = "lowercase")]
+#[postgres(name = "message_role")]
+pub enum Role {
+    /// The person.
+    #[postgres(name = "user")]
+    User,
+    /// The AI.
+    #[postgres(name = "assistant")]
+    Assistant,
+    /// Instructions framing the conversation.
+    #[postgres(name = "system")]
+    System,
+    /// A tool's result (needs tool_call_id).
+    #[postgres(name = "tool")]
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// A message to append. Already validated.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub role: Role,
+    pub content: String,
+    pub tool_call_id: Option<String>,
+    pub tool_name: Option<String>,
+    pub token_count: i32,
+    pub model: Option<String>,
+}
+
+/// Where an append goes.
+#[derive(Debug, Clone)]
+pub enum AppendTarget {
+    Existing(Uuid),
+    /// A new context for `user`, named `name`.
+    New {
+        user: String,
+        name: String,
+    },
+}
+
+/// A context as stored.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Context {
+    pub id: Uuid,
+    /// The user's external id.
+    pub user_id: String,
+    pub name: String,
+    /// The context this one was forked from, if any.
+    pub parent_id: Option<Uuid>,
+    /// The parent's version this fork starts after.
+    pub fork_version: Option<i64>,
+    /// Messages in the log as read, inherited ones included.
+    pub message_count: i64,
+    /// Tokens in the log as read, inherited ones included.
+    pub total_tokens: i64,
+    /// The version of the last message (0 when empty); pass it as expected_version.
+    pub latest_version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const CONTEXT_COLUMNS: &str = "c.id, u.external_id, c.name, c.parent_id, c.fork_version, \
+     c.message_count, c.total_tokens, c.latest_version, c.created_at, c.updated_at";
+
+impl Context {
+    fn from_row(row: &tokio_postgres::Row) -> Context {
+        Context {
+            id: row.get(0),
+            user_id: row.get(1),
+            name: row.get(2),
+            parent_id: row.get(3),
+            fork_version: row.get(4),
+            message_count: row.get(5),
+            total_tokens: row.get(6),
+            latest_version: row.get(7),
+            created_at: row.get(8),
+            updated_at: row.get(9),
+        }
+    }
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Message {
+    pub id: Uuid,
+    /// The context that wrote it: an ancestor's id for inherited messages.
+    pub context_id: Uuid,
+    pub version: i64,
+    pub role: Role,
+    pub content: String,
+    pub tool_call_id: Option<String>,
+    pub tool_name: Option<String>,
+    pub token_count: i32,
+    pub model: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The message columns of `m`, in [`Message::from_row`]'s order.
+const MESSAGE_COLUMNS: &str = "m.id, m.context_id, m.version, m.role, m.content, m.tool_call_id, \
+     m.tool_name, m.token_count, m.model, m.created_at";
+
+impl Message {
+    /// Reads the message columns starting at column `at`; `None` when the
+    /// row carries no message (the outer side of a LEFT JOIN).
+    fn from_row(row: &tokio_postgres::Row, at: usize) -> Option<Message> {
+        Some(Message {
+            id: row.get::<_, Option<Uuid>>(at)?,
+            context_id: row.get(at + 1),
+            version: row.get(at + 2),
+            role: row.get(at + 3),
+            content: row.get(at + 4),
+            tool_call_id: row.get(at + 5),
+            tool_name: row.get(at + 6),
+            token_count: row.get(at + 7),
+            model: row.get(at + 8),
+            created_at: row.get(at + 9),
+        })
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub context: Context,
+    /// The versions given to the messages, in order.
+    pub versions: Vec<i64>,
+    /// True when the append started a new context.
+    pub created: bool,
+}
+
+/// Which part of a resolved log to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Only messages after this version.
+    pub since_version: i64,
+    pub limit: i64,
+    /// The last `limit` messages instead of the first (still returned oldest first).
+    pub newest: bool,
+}
+
+/// A scored message search hit.
+#[derive(Debug, Clone)]
+pub struct MessageHit {
+    pub message: Message,
+    pub context_name: String,
+    pub user_id: String,
+    pub score: f64,
+}
+
+/// Filters for [`Store::search_messages`].
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// The user whose live contexts to search (ignored with `context`).
+    pub user: String,
+    /// Search this context's resolved log only (inherited messages included).
+    pub context: Option<Uuid>,
+    pub roles: Option<Vec<Role>>,
+}
+
+/// The ancestry of context `$id` (live, of companion `$companion`) with, for
+/// each member, the last version of it that the log shows (`upto`, NULL for
+/// no bound; `$upto` bounds the first member itself). A parent is read up to
+/// the child's fork point, and never further than any bound below it.
+/// Ancestors may be soft-deleted: forks keep what they inherited.
+fn chain_sql(id: &str, companion: &str, upto: &str) -> String {
+    format!(
+        "chain AS ( \
+            SELECT c.id, c.parent_id, c.fork_version, {upto}::bigint AS upto, 0 AS depth \
+            FROM contexts c WHERE c.id = {id} AND c.companion_id = {companion} AND c.deleted_at IS NULL \
+          UNION ALL \
+            SELECT p.id, p.parent_id, p.fork_version, least(ch.upto, ch.fork_version), ch.depth + 1 \
+            FROM chain ch JOIN contexts p ON p.id = ch.parent_id AND p.companion_id = {companion} \
+            WHERE ch.depth < 10000 \
+         )"
+    )
+}
+
+/// The messages of `chain` that the resolved log shows, as `m`. Versions
+/// grow strictly along the chain (an ancestor contributes only versions up
+/// to the fork point, the fork only later ones), so ordering by version is
+/// ordering by (depth from the root, version).
+const CHAIN_MESSAGES: &str = "chain ch JOIN messages m ON m.context_id = ch.id \
+     AND (ch.upto IS NULL OR m.version <= ch.upto) AND m.deleted_at IS NULL";
+
+impl Store {
+    /// Appends `messages` in order (with their `embeddings`, `None` where
+    /// deferred) as one transaction. With `expected_version`, appends only
+    /// if the context's latest version is still that; otherwise nothing is
+    /// written and [`StoreError::VersionConflict`] names the current one.
+    /// Concurrent appends to one context serialise on its row lock, so
+    /// versions never collide or interleave within one append.
+    pub async fn append_messages(
+        &self,
+        scope: &Scope,
+        target: &AppendTarget,
+        messages: &[NewMessage],
+        embeddings: Vec<Option<Vec<f32>>>,
+        model: &str,
+        expected_version: Option<i64>,
+    ) -> Result<Appended, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (id, created) = match target {
+            AppendTarget::Existing(id) => (*id, false),
+            AppendTarget::New { user, name } => {
+                let user_id = Store::user_id(&tx, user).await?;
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO contexts (companion_id, user_id, name) VALUES ($1, $2, $3) RETURNING id",
+                    )
+                    .await?;
+                let row = tx
+                    .query_one(&stmt, &[&scope.companion_id, &user_id, name])
+                    .await?;
+                (row.get(0), true)
+            }
+        };
+        let n = messages.len() as i64;
+        let tokens: i64 = messages.iter().map(|m| i64::from(m.token_count)).sum();
+        let bump = tx
+            .prepare_cached(&format!(
+                "UPDATE contexts AS c SET latest_version = c.latest_version + $3, \
+                    message_count = c.message_count + $3, total_tokens = c.total_tokens + $4, \
+                    updated_at = now() \
+                 FROM users u \
+                 WHERE u.id = c.user_id AND c.id = $1 AND c.companion_id = $2 AND c.deleted_at IS NULL \
+                   AND ($5::bigint IS NULL OR c.latest_version = $5) \
+                 RETURNING {CONTEXT_COLUMNS}"
+            ))
+            .await?;
+        let row = tx
+            .query_opt(
+                &bump,
+                &[&id, &scope.companion_id, &n, &tokens, &expected_version],
+            )
+            .await?;
+        let Some(row) = row else {
+            let current = latest_version(&tx, scope, id).await?;
+            return Err(match (current, expected_version) {
+                (Some(actual), Some(expected)) => StoreError::VersionConflict {
+                    id,
+                    expected,
+                    actual,
+                },
+                _ => StoreError::ContextNotFound(id),
+            });
+        };
+        let context = Context::from_row(&row);
+        let first = context.latest_version - n + 1;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO messages (context_id, companion_id, version, role, content, tool_call_id, \
+                    tool_name, token_count, model, embedding, embedding_model) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .await?;
+        let mut versions = Vec::with_capacity(messages.len());
+        for (i, (message, embedding)) in messages.iter().zip(embeddings).enumerate() {
+            let version = first + i as i64;
+            let embedding_model = embedding.is_some().then_some(model);
+            tx.execute(
+                &insert,
+                &[
+                    &id,
+                    &scope.companion_id,
+                    &version,
+                    &message.role,
+                    &message.content,
+                    &message.tool_call_id,
+                    &message.tool_name,
+                    &message.token_count,
+                    &message.model,
+                    &to_vector(embedding),
+                    &embedding_model,
+                ],
+            )
+            .await?;
+            versions.push(version);
+        }
+        tx.commit().await?;
+        Ok(Appended {
+            context,
+            versions,
+            created,
+        })
+    }
+
+    /// A live context and a window of its resolved log (forks include their
+    /// ancestors' messages up to the fork point), in one statement. Returns
+    /// up to `window.limit` messages, oldest first.
+    pub async fn get_context(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        window: Window,
+    ) -> Result<(Context, Vec<Message>), StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "WITH RECURSIVE {chain} \
+             SELECT {CONTEXT_COLUMNS}, msg.* \
+             FROM contexts c JOIN users u ON u.id = c.user_id \
+             LEFT JOIN LATERAL ( \
+                SELECT {MESSAGE_COLUMNS} FROM {CHAIN_MESSAGES} \
+                WHERE m.companion_id = $2 AND m.version > $3 \
+                ORDER BY CASE WHEN $5 THEN -m.version ELSE m.version END LIMIT $4 \
+             ) msg ON true \
+             WHERE c.id = $1 AND c.companion_id = $2 AND c.deleted_at IS NULL \
+             ORDER BY msg.version",
+            chain = chain_sql("$1", "$2", "NULL"),
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let started = std::time::Instant::now();
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &id,
+                    &scope.companion_id,
+                    &window.since_version,
+                    &window.limit,
+                    &window.newest,
+                ],
+            )
+            .await?;
+        crate::db::note_duration("get_context", started);
+        let first = rows.first().ok_or(StoreError::ContextNotFound(id))?;
+        let context = Context::from_row(first);
+        let messages = rows
+            .iter()
+            .filter_map(|r| Message::from_row(r, 10))
+            .collect();
+        Ok((context, messages))
+    }
+
+    /// Forks live context `id` at `version` (default: its latest): the fork
+    /// shows the parent's log up to `version` and continues from there. No
+    /// message is copied; the fork's counts start at the inherited ones.
+    pub async fn fork_context(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        version: Option<i64>,
+        name: Option<&str>,
+    ) -> Result<Context, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "WITH RECURSIVE parent AS ( \
+                SELECT p.*, coalesce($3::bigint, p.latest_version) AS at FROM contexts p \
+                WHERE p.id = $1 AND p.companion_id = $2 AND p.deleted_at IS NULL \
+                  AND coalesce($3::bigint, p.latest_version) <= p.latest_version \
+             ), {chain}, totals AS ( \
+                SELECT count(*) AS n, coalesce(sum(m.token_count), 0)::bigint AS tokens \
+                FROM {CHAIN_MESSAGES} WHERE m.companion_id = $2 \
+             ), c AS ( \
+                INSERT INTO contexts (companion_id, user_id, name, parent_id, fork_version, \
+                    latest_version, message_count, total_tokens) \
+                SELECT p.companion_id, p.user_id, \
+                    coalesce($4, left(p.name, 200) || ' (fork at ' || p.at || ')'), \
+                    p.id, p.at, p.at, t.n, t.tokens \
+                FROM parent p, totals t \
+                RETURNING * \
+             ) \
+             SELECT {CONTEXT_COLUMNS} FROM c JOIN users u ON u.id = c.user_id",
+            chain = chain_sql("$1", "$2", "(SELECT at FROM parent)"),
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        if let Some(row) = client
+            .query_opt(&stmt, &[&id, &scope.companion_id, &version, &name])
+            .await?
+        {
+            return Ok(Context::from_row(&row));
+        }
+        match (latest_version(&client, scope, id).await?, version) {
+            (Some(latest), Some(version)) => Err(StoreError::VersionOutOfRange {
+                id,
+                version,
+                latest,
+            }),
+            _ => Err(StoreError::ContextNotFound(id)),
+        }
+    }
+
+    /// Live contexts of `user`, newest first, `limit` per page after
+    /// `cursor` (the `(created_at, id)` of the previous page's last row);
+    /// with `parent`, only the forks of that context.
+    pub async fn list_contexts(
+        &self,
+        scope: &Scope,
+        user: &str,
+        parent: Option<Uuid>,
+        cursor: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Context>, StoreError> {
+        let client = self.client().await?;
+        let Some(user_id) = Store::find_user(&client, user).await? else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT {CONTEXT_COLUMNS} FROM contexts c JOIN users u ON u.id = c.user_id \
+             WHERE c.companion_id = $1 AND c.user_id = $2 AND c.deleted_at IS NULL \
+               AND ($3::uuid IS NULL OR c.parent_id = $3) \
+               AND ($4::timestamptz IS NULL OR (c.created_at, c.id) < ($4, $5::uuid)) \
+             ORDER BY c.created_at DESC, c.id DESC LIMIT $6"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let (at, after) = match cursor {
+            Some((at, id)) => (Some(at), Some(id)),
+            None => (None, None),
+        };
+        let rows = client
+            .query(
+                &stmt,
+                &[&scope.companion_id, &user_id, &parent, &at, &after, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(Context::from_row).collect())
+    }
+
+    /// Soft-deletes a live context: it disappears from every read, list,
+    /// search and append; its forks keep the history they share with it.
+    pub async fn delete_context(&self, scope: &Scope, id: Uuid) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE contexts SET deleted_at = now() \
+                 WHERE id = $1 AND companion_id = $2 AND deleted_at IS NULL",
+            )
+            .await?;
+        match client.execute(&stmt, &[&id, &scope.companion_id]).await? {
+            0 => Err(StoreError::ContextNotFound(id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The best `limit` messages for `text` (and its embedding, needed
+    /// unless `mode` is keyword): vector and full-text candidates fused by
+    /// reciprocal rank, as for memories, without importance or recency.
+    /// Searches the user's live contexts (each message under the context
+    /// that wrote it), or one context's resolved log.
+    pub async fn search_messages(
+        &self,
+        scope: &Scope,
+        filter: &MessageFilter,
+        text: &str,
+        embedding: Option<Vec<f32>>,
+        mode: SearchMode,
+        limit: i64,
+    ) -> Result<Vec<MessageHit>, StoreError> {
+        let client = self.client().await?;
+        let user_id = match filter.context {
+            Some(id) => {
+                if latest_version(&client, scope, id).await?.is_none() {
+                    return Err(StoreError::ContextNotFound(id));
+                }
+                None
+            }
+            None => match Store::find_user(&client, &filter.user).await? {
+                Some(u) => Some(u),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let use_vectors = mode != SearchMode::Keyword && embedding.is_some();
+        let use_text = mode != SearchMode::Semantic;
+        // A placeholder keeps the parameter types fixed when vectors are off.
+        let vector = Vector::from(embedding.unwrap_or_else(|| vec![0.0; self.embedding_dim()]));
+        let roles: Option<Vec<&str>> = filter
+            .roles
+            .as_ref()
+            .map(|r| r.iter().map(|r| r.as_str()).collect());
+        let stmt = client.prepare_cached(&search_sql()).await?;
+        let started = std::time::Instant::now();
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &filter.context,
+                    &scope.companion_id,
+                    &user_id,
+                    &roles,
+                    &vector,
+                    &text,
+                    &use_vectors,
+                    &use_text,
+                    &CANDIDATES.max(limit),
+                    &limit,
+                ],
+            )
+            .await?;
+        crate::db::note_duration("search_messages", started);
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                Some(MessageHit {
+                    message: Message::from_row(row, 0)?,
+                    context_name: row.get(10),
+                    user_id: row.get(11),
+                    score: row.get(12),
+                })
+            })
+            .collect())
+    }
+
+    /// Embeds up to [`EMBED_BATCH`] messages stored without a vector;
+    /// returns how many were filled in. Like the memory backfill, a
+    /// maintenance job across companions.
+    pub async fn backfill_message_embeddings(
+        &self,
+        embedder: &dyn Embedder,
+    ) -> Result<usize, StoreError> {
+        let rows = {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT id, content FROM messages WHERE embedding IS NULL \
+                     ORDER BY created_at LIMIT $1",
+                )
+                .await?;
+            client.query(&stmt, &[&EMBED_BATCH]).await?
+        };
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let texts: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+        let vectors = embedder
+            .embed(texts)
+            .await
+            .map_err(|e| StoreError::Constraint(format!("message embedding backfill: {e}")))?;
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE messages SET embedding = $2, embedding_model = $3 \
+                 WHERE id = $1 AND embedding IS NULL",
+            )
+            .await?;
+        let mut filled = 0;
+        for (row, vector) in rows.iter().zip(vectors) {
+            let id: Uuid = row.get(0);
+            filled += client
+                .execute(
+                    &stmt,
+                    &[&id, &to_vector(Some(vector)), &embedder.model_id()],
+                )
+                .await? as usize;
+        }
+        Ok(filled)
+    }
+}
+
+/// Candidates taken from each list before fusion.
+const CANDIDATES: i64 = 100;
+/// Messages per backfill round.
+const EMBED_BATCH: i64 = 32;
+
+/// Parameters: $1 context (or NULL), $2 companion, $3 user, $4 roles,
+/// $5 vector, $6 text, $7 use vectors, $8 use text, $9 candidates, $10 limit.
+fn search_sql() -> String {
+    let filter = "m.companion_id = $2 AND m.deleted_at IS NULL \
+         AND ($4::text[] IS NULL OR m.role::text = ANY($4)) \
+         AND EXISTS (SELECT 1 FROM searched s WHERE s.id = m.context_id \
+                     AND (s.upto IS NULL OR m.version <= s.upto))";
+    format!(
+        "WITH RECURSIVE {chain}, searched AS ( \
+            SELECT id, upto FROM chain \
+            UNION ALL \
+            SELECT c.id, NULL::bigint FROM contexts c \
+            WHERE $1::uuid IS NULL AND c.companion_id = $2 AND c.user_id = $3 AND c.deleted_at IS NULL \
+         ), sem AS ( \
+            SELECT id, row_number() OVER (ORDER BY dist, id) AS rank FROM ( \
+                SELECT m.id, m.embedding <=> $5 AS dist FROM messages m \
+                WHERE $7::bool AND m.embedding IS NOT NULL AND {filter} \
+                ORDER BY m.embedding <=> $5 LIMIT $9) s \
+         ), q AS ( \
+            SELECT replace(plainto_tsquery('english', $6)::text, ' & ', ' | ')::tsquery AS query \
+         ), kw AS ( \
+            SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rank FROM ( \
+                SELECT m.id, ts_rank_cd(m.search_tsv, q.query, 1) AS rank FROM messages m, q \
+                WHERE $8::bool AND m.search_tsv @@ q.query AND {filter} \
+                ORDER BY 2 DESC LIMIT $9) k \
+         ), fused AS ( \
+            SELECT coalesce(sem.id, kw.id) AS id, \
+                   coalesce(1.0 / (60 + sem.rank), 0) + coalesce(1.0 / (60 + kw.rank), 0) AS rrf \
+            FROM sem FULL JOIN kw ON sem.id = kw.id \
+         ) \
+         SELECT {MESSAGE_COLUMNS}, c.name, u.external_id, f.rrf::float8 AS score \
+         FROM fused f JOIN messages m ON m.id = f.id \
+         JOIN contexts c ON c.id = m.context_id JOIN users u ON u.id = c.user_id \
+         ORDER BY score DESC, m.created_at DESC, m.id LIMIT $10",
+        chain = chain_sql("$1", "$2", "NULL"),
+    )
+}
+
+/// The latest version of live context `id`, if it exists in `scope`.
+async fn latest_version(
+    client: &impl GenericClient,
+    scope: &Scope,
+    id: Uuid,
+) -> Result<Option<i64>, StoreError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT latest_version FROM contexts \
+             WHERE id = $1 AND companion_id = $2 AND deleted_at IS NULL",
+        )
+        .await?;
+    Ok(client
+        .query_opt(&stmt, &[&id, &scope.companion_id])
+        .await?
+        .map(|r| r.get(0)))
+}

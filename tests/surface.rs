@@ -1,0 +1,681 @@
+//! The MCP surface beyond tools, through a real client: every resource and
+//! template, paginated `resources/list`, the `recall` and
+//! `summarize_context` prompts, completions, progress on a large append,
+//! and cancellation (`notifications/cancelled` stops a batch: nothing is
+//! written).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use rmcp::ServiceError;
+use rmcp::model::{
+    CallToolRequestParams, ClientRequest, CompletionContext, ErrorCode, GetPromptRequestParams,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResult, Request, ResourceContents,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+fn text_of(result: &ReadResourceResult) -> (String, Option<String>) {
+    match &result.contents[0] {
+        ResourceContents::TextResourceContents {
+            text, mime_type, ..
+        } => (text.clone(), mime_type.clone()),
+        other => panic!("expected text contents, got {other:?}"),
+    }
+}
+
+fn protocol_error<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> rmcp::ErrorData {
+    match result {
+        Err(ServiceError::McpError(e)) => e,
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+async fn read(client: &Client, uri: &str) -> ReadResourceResult {
+    client
+        .read_resource(ReadResourceRequestParams::new(uri))
+        .await
+        .unwrap_or_else(|e| panic!("read {uri}: {e}"))
+}
+
+/// Ana's and Bob's memories and one conversation with Ana.
+async fn seed(client: &Client) -> (String, String) {
+    let batch = ok(
+        client,
+        "store_memories",
+        json!({"memories": [
+            {"content": "Always answer Ana in Spanish", "kind": "instruction", "importance": 9, "user_id": "ana"},
+            {"content": "Ana prefers short answers", "kind": "preference", "user_id": "ana"},
+            {"content": "Ana adopted a beagle named Max", "kind": "fact", "importance": 8, "tags": ["pets", "family"], "user_id": "ana"},
+            {"content": "Bob likes spicy food", "kind": "preference", "tags": ["food"], "user_id": "bob"},
+            {"content": "Carl lives in Oslo", "user_id": "carl"},
+            {"content": "María writes poems", "kind": "preference", "user_id": "ana maría"}
+        ]}),
+    )
+    .await;
+    let beagle = batch["results"][2]["id"].as_str().unwrap().to_string();
+    let context = ok(
+        client,
+        "append_messages",
+        json!({"user_id": "ana", "name": "Trip to Japan", "messages": [
+            {"role": "user", "content": "I want to see Kyoto in April"},
+            {"role": "assistant", "content": "Cherry blossom season: book early."}
+        ]}),
+    )
+    .await["context_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (beagle, context)
+}
+
+#[tokio::test]
+async fn every_resource_reads_and_the_listing_pages() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
+    let (beagle, context) = seed(&client).await;
+
+    let templates = client.list_resource_templates(None).await.unwrap();
+    let uris: Vec<&str> = templates
+        .resource_templates
+        .iter()
+        .map(|t| t.uri_template.as_str())
+        .collect();
+    assert_eq!(
+        uris,
+        vec![
+            "memory://memories/{id}",
+            "memory://contexts/{id}",
+            "memory://users/{user_id}/profile"
+        ]
+    );
+
+    // The profile: instructions, then preferences; no facts.
+    let (profile, mime) = text_of(&read(&client, "memory://users/ana/profile").await);
+    assert_eq!(mime.as_deref(), Some("text/markdown"));
+    let spanish = profile
+        .find("Always answer Ana in Spanish")
+        .expect(&profile);
+    let short = profile.find("Ana prefers short answers").expect(&profile);
+    assert!(profile.find("## Instructions").unwrap() < spanish);
+    assert!(
+        spanish < profile.find("## Preferences").unwrap()
+            && profile.find("## Preferences").unwrap() < short
+    );
+    assert!(!profile.contains("beagle"), "{profile}");
+    let (other, _) = text_of(&read(&client, "memory://users/ana%20mar%C3%ADa/profile").await);
+    assert!(other.contains("María writes poems"), "{other}");
+    let (empty, _) = text_of(&read(&client, "memory://users/zed/profile").await);
+    assert!(empty.contains("None stored"), "{empty}");
+
+    // A memory and a context, as JSON.
+    let (memory, mime) = text_of(&read(&client, &format!("memory://memories/{beagle}")).await);
+    assert_eq!(mime.as_deref(), Some("application/json"));
+    let memory: Value = serde_json::from_str(&memory).unwrap();
+    assert_eq!(memory["content"], "Ana adopted a beagle named Max");
+    assert_eq!(memory["tags"], json!(["pets", "family"]));
+    let (ctx, _) = text_of(&read(&client, &format!("memory://contexts/{context}")).await);
+    let ctx: Value = serde_json::from_str(&ctx).unwrap();
+    assert_eq!(ctx["context"]["name"], "Trip to Japan");
+    assert_eq!(
+        ctx["messages"][1]["content"],
+        "Cherry blossom season: book early."
+    );
+    assert_eq!(ctx["truncated"], false);
+
+    // Unknown or malformed URIs are "resource not found".
+    for uri in [
+        "memory://nothing/here",
+        "memory://memories/not-a-uuid",
+        "memory://contexts/5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11",
+        "file:///etc/passwd",
+    ] {
+        let e = protocol_error(
+            client
+                .read_resource(ReadResourceRequestParams::new(uri))
+                .await,
+        );
+        assert_eq!(e.code, ErrorCode::RESOURCE_NOT_FOUND, "{uri}: {e:?}");
+    }
+
+    // The listing: profiles of users with preferences or instructions, then contexts.
+    let first = client.list_resources(None).await.unwrap();
+    let listed: Vec<&str> = first.resources.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(
+        listed,
+        vec![
+            "memory://users/ana/profile",
+            "memory://users/ana%20mar%C3%ADa/profile",
+            "memory://users/bob/profile",
+            &format!("memory://contexts/{context}"),
+        ]
+    );
+    assert!(first.next_cursor.is_none());
+    assert_eq!(first.resources[3].name, "Trip to Japan");
+
+    // Enough contexts for two pages.
+    for i in 0..60 {
+        ok(
+            &client,
+            "append_messages",
+            json!({"user_id": "bob", "name": format!("chat {i}"), "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    }
+    let page1 = client.list_resources(None).await.unwrap();
+    assert_eq!(page1.resources.len(), 50);
+    let cursor = page1.next_cursor.clone().expect("a second page");
+    let page2 = client
+        .list_resources(Some(
+            PaginatedRequestParams::default().with_cursor(Some(cursor)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(page2.resources.len(), 14);
+    assert!(page2.next_cursor.is_none());
+    let mut all: Vec<&str> = page1
+        .resources
+        .iter()
+        .chain(&page2.resources)
+        .map(|r| r.uri.as_str())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 64, "pages never repeat or skip a resource");
+    assert_eq!(client.list_all_resources().await.unwrap().len(), 64);
+    let e = protocol_error(
+        client
+            .list_resources(Some(
+                PaginatedRequestParams::default().with_cursor(Some("junk".into())),
+            ))
+            .await,
+    );
+    assert_eq!(e.code, ErrorCode::INVALID_PARAMS);
+    assert!(e.message.contains("nextCursor"), "{e:?}");
+    client.cancel().await.ok();
+}
+
+fn prompt_text(result: &rmcp::model::GetPromptResult) -> String {
+    result
+        .messages
+        .iter()
+        .filter_map(|m| m.content.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn arguments(args: Value) -> serde_json::Map<String, Value> {
+    match args {
+        Value::Object(map) => map,
+        _ => panic!("arguments must be an object"),
+    }
+}
+
+#[tokio::test]
+async fn prompts_fill_in_memories_and_transcripts() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
+    let (_, context) = seed(&client).await;
+
+    let prompts = client.list_all_prompts().await.unwrap();
+    let mut names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, vec!["recall", "summarize_context"]);
+    let recall = prompts.iter().find(|p| p.name == "recall").unwrap();
+    let args = recall.arguments.as_ref().unwrap();
+    let topic = args.iter().find(|a| a.name == "topic").unwrap();
+    assert_eq!(topic.required, Some(true));
+    assert!(
+        args.iter()
+            .any(|a| a.name == "kind" && a.required == Some(false))
+    );
+
+    let got = client
+        .get_prompt(
+            GetPromptRequestParams::new("recall").with_arguments(arguments(
+                json!({"topic": "Ana's beagle", "user_id": "ana"}),
+            )),
+        )
+        .await
+        .unwrap();
+    let text = prompt_text(&got);
+    let beagle = text.find("Ana adopted a beagle named Max").expect(&text);
+    assert!(!text.contains("Bob"), "{text}");
+    assert!(
+        text.find("1. ").unwrap() < beagle && beagle < text.find("2. ").unwrap_or(usize::MAX),
+        "{text}"
+    );
+    let only = client
+        .get_prompt(
+            GetPromptRequestParams::new("recall").with_arguments(arguments(
+                json!({"topic": "how to answer Ana", "user_id": "ana", "kind": "instruction"}),
+            )),
+        )
+        .await
+        .unwrap();
+    let text = prompt_text(&only);
+    assert!(
+        text.contains("Spanish") && !text.contains("short answers"),
+        "{text}"
+    );
+    let tagged = client
+        .get_prompt(
+            GetPromptRequestParams::new("recall").with_arguments(arguments(
+                json!({"topic": "Ana", "user_id": "ana", "tag": "pets"}),
+            )),
+        )
+        .await
+        .unwrap();
+    let text = prompt_text(&tagged);
+    assert!(
+        text.contains("beagle") && !text.contains("Spanish"),
+        "{text}"
+    );
+    let none = client
+        .get_prompt(
+            GetPromptRequestParams::new("recall").with_arguments(arguments(
+                json!({"topic": "quantum chromodynamics", "user_id": "zed"}),
+            )),
+        )
+        .await
+        .unwrap();
+    assert!(prompt_text(&none).contains("no memories about zed"));
+
+    // summarize_context on a fork shows the inherited messages, then its own.
+    let fork = ok(
+        &client,
+        "fork_context",
+        json!({"id": context, "version": 1}),
+    )
+    .await["context"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        &client,
+        "append_messages",
+        json!({"context_id": fork, "messages": [{"role": "assistant", "content": "Maybe autumn leaves instead?"}]}),
+    )
+    .await;
+    let summary = client
+        .get_prompt(
+            GetPromptRequestParams::new("summarize_context")
+                .with_arguments(arguments(json!({"context_id": fork}))),
+        )
+        .await
+        .unwrap();
+    let text = prompt_text(&summary);
+    let kyoto = text
+        .find("[1] user: I want to see Kyoto in April")
+        .expect(&text);
+    let autumn = text
+        .find("[2] assistant: Maybe autumn leaves instead?")
+        .expect(&text);
+    assert!(kyoto < autumn);
+    assert!(
+        !text.contains("Cherry blossom"),
+        "the fork is at version 1: {text}"
+    );
+    assert!(text.contains("store_memory"), "{text}");
+    let later = client
+        .get_prompt(
+            GetPromptRequestParams::new("summarize_context").with_arguments(arguments(
+                json!({"context_id": context, "since_version": "1"}),
+            )),
+        )
+        .await
+        .unwrap();
+    let text = prompt_text(&later);
+    assert!(
+        text.contains("Cherry blossom") && !text.contains("Kyoto in April"),
+        "{text}"
+    );
+
+    // Bad arguments are invalid params that say what to fix.
+    for (name, args, needle) in [
+        ("recall", json!({}), "missing field `topic`"),
+        (
+            "recall",
+            json!({"topic": "x", "kind": "rumour"}),
+            "fact, experience",
+        ),
+        (
+            "recall",
+            json!({"topic": "x", "colour": "red"}),
+            "unknown argument `colour`",
+        ),
+        (
+            "summarize_context",
+            json!({"context_id": "5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11"}),
+            "no context with id",
+        ),
+        (
+            "summarize_context",
+            json!({"context_id": "nope"}),
+            "not a context id",
+        ),
+        (
+            "summarize_context",
+            json!({"context_id": context, "since_version": "two"}),
+            "not a version",
+        ),
+    ] {
+        let e = protocol_error(
+            client
+                .get_prompt(
+                    GetPromptRequestParams::new(name).with_arguments(arguments(args.clone())),
+                )
+                .await,
+        );
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{name}({args}): {e:?}");
+        assert!(e.message.contains(needle), "{name}({args}): {}", e.message);
+    }
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn completions_suggest_kinds_tags_users_and_ids() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
+    let (beagle, context) = seed(&client).await;
+    let complete =
+        |prompt: &'static str, arg: &'static str, value: String, ctx: Option<CompletionContext>| {
+            let client = &client;
+            async move {
+                client
+                    .complete_prompt_argument(prompt, arg, value, ctx)
+                    .await
+                    .unwrap_or_else(|e| panic!("complete {prompt}.{arg}: {e}"))
+                    .values
+            }
+        };
+    assert_eq!(
+        complete("recall", "kind", "pr".into(), None).await,
+        vec!["preference"]
+    );
+    assert_eq!(complete("recall", "kind", "".into(), None).await.len(), 5);
+    assert_eq!(
+        complete("recall", "tag", "f".into(), None).await,
+        vec!["family", "food"]
+    );
+    let ana =
+        CompletionContext::with_arguments([("user_id".to_string(), "ana".to_string())].into());
+    assert_eq!(
+        complete("recall", "tag", "f".into(), Some(ana)).await,
+        vec!["family"]
+    );
+    assert_eq!(
+        complete("recall", "user_id", "ana".into(), None).await,
+        vec!["ana", "ana maría"]
+    );
+    assert!(
+        complete("recall", "topic", "x".into(), None)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        complete(
+            "summarize_context",
+            "context_id",
+            context[..6].to_string(),
+            None
+        )
+        .await,
+        vec![context.clone()]
+    );
+    assert_eq!(
+        complete("summarize_context", "context_id", "TRIP".into(), None).await,
+        vec![context.clone()],
+        "context names match too, ignoring case"
+    );
+    let ids = client
+        .complete_resource_argument("memory://memories/{id}", "id", &beagle[..8], None)
+        .await
+        .unwrap();
+    assert_eq!(ids.values, vec![beagle.clone()]);
+    let ids = client
+        .complete_resource_argument("memory://contexts/{id}", "id", "", None)
+        .await
+        .unwrap();
+    assert_eq!(ids.values, vec![context.clone()]);
+    let users = client
+        .complete_resource_argument("memory://users/{user_id}/profile", "user_id", "b", None)
+        .await
+        .unwrap();
+    assert_eq!(users.values, vec!["bob"]);
+    for (result, needle) in [
+        (
+            client
+                .complete_prompt_argument("forget", "x", "", None)
+                .await,
+            "no prompt named \"forget\"",
+        ),
+        (
+            client
+                .complete_prompt_argument("recall", "colour", "", None)
+                .await,
+            "no argument \"colour\"",
+        ),
+        (
+            client
+                .complete_resource_argument("memory://nope/{id}", "id", "", None)
+                .await,
+            "no resource template",
+        ),
+    ] {
+        let e = protocol_error(result);
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS);
+        assert!(e.message.contains(needle), "{}", e.message);
+    }
+    client.cancel().await.ok();
+}
+
+/// (progress, total) of each progress notification received.
+type Seen = Arc<Mutex<Vec<(f64, Option<f64>)>>>;
+
+/// A client that records progress notifications.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: Seen,
+}
+
+impl rmcp::ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((params.progress, params.total));
+    }
+}
+
+/// A client that records progress, connected to `cmd` (`mnemo ... serve --stdio`).
+async fn recording_client(
+    cmd: tokio::process::Command,
+) -> (RunningService<RoleClient, Recorder>, Recorder) {
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let recorder = Recorder::default();
+    let client = tokio::time::timeout(Duration::from_secs(60), recorder.clone().serve(transport))
+        .await
+        .expect("initialize timed out")
+        .expect("initialize failed");
+    (client, recorder)
+}
+
+fn tool_request(tool: &str, args: Value) -> ClientRequest {
+    ClientRequest::CallToolRequest(Request::new(
+        CallToolRequestParams::new(tool.to_string()).with_arguments(arguments(args)),
+    ))
+}
+
+#[tokio::test]
+async fn a_large_append_sends_progress_notifications() {
+    let db = fresh_db().await;
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    cmd.args(["serve", "--stdio"]);
+    let (client, recorder) = recording_client(cmd).await;
+    let messages: Vec<Value> = (0..100)
+        .map(|i| json!({"role": "user", "content": format!("line {i}")}))
+        .collect();
+    let handle = client
+        .send_cancellable_request(
+            tool_request("append_messages", json!({"messages": messages})),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let response = format!("{:?}", handle.await_response().await.unwrap());
+    assert!(
+        response.contains("latest_version") && response.contains("100"),
+        "{response}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = recorder.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "one notification per chunk of 32: {seen:?}");
+    assert_eq!(seen.last().unwrap(), &(100.0, Some(100.0)));
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+    client.cancel().await.ok();
+}
+
+/// An OpenAI-compatible embeddings endpoint that takes `delay` per
+/// request: a slow path that does not depend on how fast the machine is.
+/// Returns its base URL and the number of requests it has received.
+async fn slow_embedder(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    use axum::{Json, Router, routing::post};
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let app = Router::new().route(
+        "/v1/embeddings",
+        post(move |Json(body): Json<Value>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let n = body["input"].as_array().map_or(0, Vec::len);
+                let data: Vec<Value> = (0..n)
+                    .map(|i| {
+                        let mut v = vec![0.0f32; 384];
+                        v[i % 384] = 1.0;
+                        json!({"index": i, "embedding": v})
+                    })
+                    .collect();
+                Json(json!({"data": data}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, requests)
+}
+
+/// Sends `tool` with `args` (a 500-item batch), cancels it once the first
+/// progress notification shows it under way, and checks the work stopped:
+/// at most the chunk in flight finishes, nothing more is embedded.
+async fn cancel_midway(
+    client: &RunningService<RoleClient, Recorder>,
+    recorder: &Recorder,
+    requests: &AtomicUsize,
+    tool: &str,
+    args: Value,
+) {
+    recorder.seen.lock().unwrap().clear();
+    let handle = client
+        .send_cancellable_request(tool_request(tool, args), PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while recorder.seen.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the batch never reported progress");
+    handle
+        .cancel(Some("the user pressed stop".into()))
+        .await
+        .unwrap();
+    let embedded_at_cancel = requests.load(Ordering::SeqCst);
+    // Had the work gone on, several more chunks would be embedded by now.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let seen = recorder.seen.lock().unwrap().clone();
+    let embedded = requests.load(Ordering::SeqCst);
+    assert!(
+        embedded <= embedded_at_cancel + 1,
+        "{tool}: embedding went on after the cancellation ({embedded_at_cancel} requests, then {embedded})"
+    );
+    assert!(seen.len() <= 3, "{tool}: {seen:?}");
+    assert!(seen.last().unwrap().0 < 500.0, "{tool}: {seen:?}");
+}
+
+#[tokio::test]
+async fn cancelling_a_batch_stops_it_and_writes_nothing() {
+    let db = fresh_db().await;
+    // 16 chunks of 32 at 200 ms each: about 3 seconds per batch if not cancelled.
+    let (url, requests) = slow_embedder(Duration::from_millis(200)).await;
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    cmd.env("MNEMO_EMBEDDER", "openai")
+        .env("MNEMO_OPENAI_BASE_URL", &url)
+        .env("MNEMO_EMBEDDING_DIM", "384")
+        .args(["serve", "--stdio"]);
+    let (client, recorder) = recording_client(cmd).await;
+    let memories: Vec<Value> = (0..500)
+        .map(|i| json!({"content": format!("memory number {i}")}))
+        .collect();
+    cancel_midway(
+        &client,
+        &recorder,
+        &requests,
+        "store_memories",
+        json!({"memories": memories}),
+    )
+    .await;
+    let messages: Vec<Value> = (0..500)
+        .map(|i| json!({"role": "user", "content": format!("message number {i}")}))
+        .collect();
+    cancel_midway(
+        &client,
+        &recorder,
+        &requests,
+        "append_messages",
+        json!({"messages": messages}),
+    )
+    .await;
+
+    let sql = db.sql().await;
+    let row = sql
+        .query_one(
+            "SELECT (SELECT count(*) FROM memories), (SELECT count(*) FROM contexts), \
+             (SELECT count(*) FROM messages)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(counts, (0, 0, 0), "a cancelled batch writes nothing");
+    // The server still serves, and an uncancelled batch goes through.
+    let done = client
+        .send_request(tool_request(
+            "store_memories",
+            json!({"memories": [{"content": "after the cancellations"}]}),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        format!("{done:?}").contains("\"created\": Number(1)"),
+        "{done:?}"
+    );
+    client.cancel().await.ok();
+}
