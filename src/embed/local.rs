@@ -199,7 +199,7 @@ impl Inner {
                 // least [CLS] and [SEP], but guard the division regardless.
                 let count = seq.len().max(1) as f32;
                 sum.iter_mut().for_each(|x| *x /= count);
-                normalise(&mut sum);
+                super::normalize(&mut sum);
                 sum
             })
             .collect())
@@ -249,12 +249,6 @@ fn relayout_linear_weights(
         .collect()
 }
 
-/// Scales `v` to unit length; leaves an all-zero vector as it is rather than
-/// producing NaN (same epsilon as torch's `F.normalize`).
-fn normalise(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= norm);
-}
 
 impl Embedder for LocalEmbedder {
     fn dim(&self) -> usize {
