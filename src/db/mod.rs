@@ -66,6 +66,7 @@ pub struct Db {
     /// Where the data lives, for logs and `doctor` (never includes a password).
     pub location: String,
     pool_wait: Duration,
+    connect_timeout: Duration,
 }
 
 /// Queries slower than this are logged as slow.
@@ -73,9 +74,19 @@ pub const SLOW_QUERY: Duration = Duration::from_millis(100);
 
 impl Db {
     /// A pooled connection, or a clear error once the wait timeout passes.
+    ///
+    /// While PostgreSQL is down this fails within the connect timeout (the
+    /// pool opens a new connection for each request, since closed ones are
+    /// never handed out); once it is back, the next request connects again.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        use deadpool_postgres::{PoolError, TimeoutType};
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Timeout(_) => DbError::PoolTimeout(self.pool_wait),
+            PoolError::Timeout(TimeoutType::Wait) => DbError::PoolTimeout(self.pool_wait),
+            PoolError::Timeout(_) => DbError::Connect(format!(
+                "no answer within {:?} (is PostgreSQL running and reachable?)",
+                self.connect_timeout
+            )),
+            PoolError::Backend(e) => DbError::Connect(e.to_string()),
             other => DbError::from(other),
         })
     }
@@ -169,6 +180,7 @@ pub async fn connect(config: &Config, embedding_dim: usize) -> Result<Db, DbErro
         pool,
         location,
         pool_wait: config.pool_wait,
+        connect_timeout: config.connect_timeout,
     };
     let mut client = db.client().await?;
     check_server(&client).await?;

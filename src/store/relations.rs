@@ -4,7 +4,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{MEMORY_COLUMNS, Memory, Relation, Scope, Store, StoreError};
+use super::{MEMORY_COLUMNS, Memory, Relation, Scope, Store, StoreError, retry_on_conflict};
 
 /// One hop of a traversal path.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -44,6 +44,17 @@ impl Store {
         relation: Relation,
         strength: f32,
     ) -> Result<Related, StoreError> {
+        retry_on_conflict(|| self.relate_once(scope, from, to, relation, strength)).await
+    }
+
+    async fn relate_once(
+        &self,
+        scope: &Scope,
+        from: Uuid,
+        to: Uuid,
+        relation: Relation,
+        strength: f32,
+    ) -> Result<Related, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -54,12 +65,20 @@ impl Store {
                  RETURNING r.id, r.xmax = 0",
             )
             .await?;
-        let row = client
+        let row = match client
             .query_opt(
                 &stmt,
                 &[&scope.companion_id, &from, &to, &relation, &strength],
             )
-            .await?;
+            .await
+        {
+            Ok(row) => row,
+            // One of the two was deleted between our read and the foreign-key check.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
         match row {
             Some(row) => Ok(Related {
                 id: row.get(0),
