@@ -248,7 +248,9 @@ async fn a_database_outage_fails_fast_with_a_tool_error_and_the_same_server_reco
         failed.len(),
         outcomes.len()
     );
-    stdio.cancel().await.ok();
+    if let Ok(stdio) = Arc::try_unwrap(stdio) {
+        stdio.cancel().await.ok();
+    }
     drop(http_client);
     cluster.stop().await.ok();
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -452,7 +454,8 @@ async fn sixteen_clients_racing_on_the_same_memories_lose_and_duplicate_nothing(
             assert!(error_text(&result).is_some_and(|e| e.starts_with("not_found")), "deleted {id} is back");
             continue;
         }
-        let now = &result.structured_content.unwrap_or_else(|| panic!("{id} lost: {:?}", error_text(&result)))["memory"];
+        let lost = error_text(&result);
+        let now = &result.structured_content.unwrap_or_else(|| panic!("{id} lost: {lost:?}"))["memory"];
         let at = |s: &Value| chrono::DateTime::parse_from_rfc3339(s["updated_at"].as_str().unwrap()).unwrap();
         let last = states.iter().max_by_key(|s| at(s)).unwrap();
         for f in fields {

@@ -44,8 +44,20 @@ pub enum DbError {
     Migration { name: String, message: String },
     #[error("TLS setup failed: {0}")]
     Tls(String),
-    #[error(transparent)]
+    #[error("{}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
+}
+
+/// A PostgreSQL error with the server's own message ("db error" alone, as
+/// tokio_postgres displays it, says nothing).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 impl From<deadpool_postgres::PoolError> for DbError {
