@@ -57,9 +57,9 @@ async fn acknowledged_stores_survive_kill_9_exactly_once_and_become_searchable()
             for i in 0.. {
                 // Writers 0 and 1 store one at a time, 2 and 3 in batches of 3.
                 let contents: Vec<String> = if w < 2 {
-                    vec![format!("crash memory {w}-{i}")]
+                    vec![format!("crash memory w{w}n{i}")]
                 } else {
-                    (0..3).map(|k| format!("crash memory {w}-{i}-{k}")).collect()
+                    (0..3).map(|k| format!("crash memory w{w}n{i}k{k}")).collect()
                 };
                 let result = if w < 2 {
                     try_call(&client, "store_memory", json!({"content": contents[0]})).await
@@ -139,8 +139,11 @@ async fn acknowledged_stores_survive_kill_9_exactly_once_and_become_searchable()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for (content, id) in &acked {
-        let found = ok(&client, "search_memories", json!({"query": content, "mode": "semantic", "limit": 1})).await;
-        assert_eq!(found["results"][0]["id"], id.as_str(), "{content:?} not found by vector search");
+        // The hash embedder maps words to 384 buckets: distinct texts can tie,
+        // so look for the memory among the nearest few.
+        let found = ok(&client, "search_memories", json!({"query": content, "mode": "semantic", "limit": 10})).await;
+        let ids: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert!(ids.contains(&id.as_str()), "{content:?} not found by vector search: {found}");
     }
     eprintln!(
         "kill -9: {} acknowledged memories intact and searchable, {} in-flight stores retried once",
@@ -567,6 +570,16 @@ async fn servers_sharing_an_embedded_cluster_lose_nothing_when_started_and_kille
                 let name = format!("p{started}");
                 log.push(format!("start {name}"));
                 running.push(start_writer(&data_dir, name, acked.clone()).await);
+                // The new server recovered the cluster: the ones already
+                // running reconnect and store again, without a restart.
+                let recovered = acked.lock().unwrap().len();
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                for w in &running {
+                    let tag = format!(" {}-", w.name);
+                    let stored = acked.lock().unwrap()[recovered..].iter().filter(|(c, _)| c.contains(&tag)).count();
+                    assert!(stored > 0, "{} stopped storing after the cluster recovered ({log:?})", w.name);
+                }
+                log.push(format!("all {} running servers store again", running.len()));
             }
             0..4 if running.len() < 4 => {
                 started += 1;
@@ -597,13 +610,6 @@ async fn servers_sharing_an_embedded_cluster_lose_nothing_when_started_and_kille
             _ => log.push("write for a while".into()),
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..600))).await;
-    }
-    // Servers still running after the postmaster crash serve again: each must store.
-    let before = acked.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    for w in &running {
-        let mine = acked.lock().unwrap()[before..].iter().filter(|(c, _)| c.contains(&format!(" {}-", w.name))).count();
-        assert!(mine > 0, "{} stopped storing after the cluster recovered ({log:?})", w.name);
     }
     for w in running.drain(..) {
         w.stop.store(true, Ordering::SeqCst);
