@@ -56,6 +56,24 @@ impl Store {
         strength: f32,
     ) -> Result<Related, StoreError> {
         let client = self.client().await?;
+        // Relating again with the same strength changes nothing, not even
+        // updated_at (the update trigger would touch it): re-imports and
+        // retried calls stay idempotent.
+        let same = client
+            .prepare_cached(
+                "SELECT id FROM memory_relations WHERE companion_id = $1 AND from_id = $2 \
+                 AND to_id = $3 AND relation = $4 AND strength = $5",
+            )
+            .await?;
+        if let Some(row) = client
+            .query_opt(&same, &[&scope.companion_id, &from, &to, &relation, &strength])
+            .await?
+        {
+            return Ok(Related {
+                id: row.get(0),
+                created: false,
+            });
+        }
         let stmt = client
             .prepare_cached(
                 "INSERT INTO memory_relations AS r (companion_id, from_id, to_id, relation, strength) \
