@@ -186,7 +186,7 @@ pub async fn export(
         .export(user, with_embeddings, |row| {
             write_line(out, &Record::from(row))?;
             written += 1;
-            if written % PROGRESS_EVERY == 0 {
+            if written.is_multiple_of(PROGRESS_EVERY) {
                 eprintln!("mnemo: export: {written} records written");
             }
             Ok(())
@@ -331,7 +331,7 @@ pub async fn import(
             total.add(importer.apply(store, &batch).await?);
             batch.clear();
         }
-        if read % PROGRESS_EVERY == 0 {
+        if read.is_multiple_of(PROGRESS_EVERY) {
             eprintln!("mnemo: import: {read} records read");
         }
     }
@@ -420,13 +420,20 @@ pub async fn import_server_memory(
             } => {
                 let tags = tags(&[&entity_type, &name]);
                 let meta = serde_json::json!({"source": "server-memory", "entity": name, "entity_type": entity_type});
-                let article = if entity_type.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) {
+                let article = if entity_type
+                    .starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U'])
+                {
                     "an"
                 } else {
                     "a"
                 };
-                let anchor = memory(user, &format!("{name} is {article} {entity_type}."), &tags, &meta)
-                    .map_err(|e| bad(format!("entity {name:?}: {e}")))?;
+                let anchor = memory(
+                    user,
+                    &format!("{name} is {article} {entity_type}."),
+                    &tags,
+                    &meta,
+                )
+                .map_err(|e| bad(format!("entity {name:?}: {e}")))?;
                 pending.push(Pending {
                     memory: anchor,
                     elaborates: None,
@@ -454,22 +461,48 @@ pub async fn import_server_memory(
             } => graph_relations.push((n, from, to, relation_type)),
         }
         if pending.len() >= BATCH {
-            flush(store, scope, &mut pending, &mut anchors, &mut links, &mut counts).await?;
+            flush(
+                store,
+                scope,
+                &mut pending,
+                &mut anchors,
+                &mut links,
+                &mut counts,
+            )
+            .await?;
         }
-        if read % PROGRESS_EVERY == 0 {
-            eprintln!("mnemo: import: {read} lines read, {} memories stored", counts.memories + counts.skipped);
+        if read.is_multiple_of(PROGRESS_EVERY) {
+            eprintln!(
+                "mnemo: import: {read} lines read, {} memories stored",
+                counts.memories + counts.skipped
+            );
         }
     }
     // Relations last: by now every entity in the file has its anchor.
     let mut edges: Vec<(String, String)> = Vec::new();
     for (n, from, to, relation_type) in &graph_relations {
         for name in [from, to] {
-            if !anchors.contains_key(name) && !pending.iter().any(|p| p.anchor_of.as_ref() == Some(name)) {
+            if !anchors.contains_key(name)
+                && !pending.iter().any(|p| p.anchor_of.as_ref() == Some(name))
+            {
                 // A relation to an entity the file never describes.
                 let meta = serde_json::json!({"source": "server-memory", "entity": name});
-                let anchor = memory(user, &format!("{name} is an entity."), &tags(&[name]), &meta)
-                    .map_err(|e| BackupError::Line { path: path.to_path_buf(), line: *n, message: format!("entity {name:?}: {e}") })?;
-                pending.push(Pending { memory: anchor, elaborates: None, anchor_of: Some(name.clone()) });
+                let anchor = memory(
+                    user,
+                    &format!("{name} is an entity."),
+                    &tags(&[name]),
+                    &meta,
+                )
+                .map_err(|e| BackupError::Line {
+                    path: path.to_path_buf(),
+                    line: *n,
+                    message: format!("entity {name:?}: {e}"),
+                })?;
+                pending.push(Pending {
+                    memory: anchor,
+                    elaborates: None,
+                    anchor_of: Some(name.clone()),
+                });
             }
         }
         let meta = serde_json::json!({"source": "server-memory", "from": from, "to": to, "relation_type": relation_type});
@@ -479,19 +512,45 @@ pub async fn import_server_memory(
             &tags(&[relation_type, from, to]),
             &meta,
         )
-        .map_err(|e| BackupError::Line { path: path.to_path_buf(), line: *n, message: format!("relation: {e}") })?;
-        pending.push(Pending { memory: statement, elaborates: Some(from.clone()), anchor_of: None });
+        .map_err(|e| BackupError::Line {
+            path: path.to_path_buf(),
+            line: *n,
+            message: format!("relation: {e}"),
+        })?;
+        pending.push(Pending {
+            memory: statement,
+            elaborates: Some(from.clone()),
+            anchor_of: None,
+        });
         edges.push((from.clone(), to.clone()));
         if pending.len() >= BATCH {
-            flush(store, scope, &mut pending, &mut anchors, &mut links, &mut counts).await?;
+            flush(
+                store,
+                scope,
+                &mut pending,
+                &mut anchors,
+                &mut links,
+                &mut counts,
+            )
+            .await?;
         }
     }
-    flush(store, scope, &mut pending, &mut anchors, &mut links, &mut counts).await?;
+    flush(
+        store,
+        scope,
+        &mut pending,
+        &mut anchors,
+        &mut links,
+        &mut counts,
+    )
+    .await?;
     for (id, entity) in links {
         if let Some(&anchor) = anchors.get(&entity)
             && anchor != id
         {
-            let related = store.relate(scope, id, anchor, Relation::Elaborates, 1.0).await?;
+            let related = store
+                .relate(scope, id, anchor, Relation::Elaborates, 1.0)
+                .await?;
             count_relation(&mut counts, related.created);
         }
     }
@@ -572,7 +631,8 @@ fn memory(
     tags: &[String],
     metadata: &serde_json::Value,
 ) -> Result<NewMemory, String> {
-    let metadata = validate::metadata("metadata", Some(metadata.clone())).map_err(|e| e.to_string())?;
+    let metadata =
+        validate::metadata("metadata", Some(metadata.clone())).map_err(|e| e.to_string())?;
     Ok(NewMemory {
         user: user.to_string(),
         content: validate::content("content", content).map_err(|e| e.to_string())?,

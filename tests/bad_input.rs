@@ -69,9 +69,11 @@ fn number() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         (-20i64..20).prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         (-2.0f64..2.0).prop_map(Value::from),
-        prop::sample::select(vec![1e300, -1e300, 1e-300, 0.5, 1.0000001, -0.0]).prop_map(Value::from),
+        prop::sample::select(vec![1e300, -1e300, 1e-300, 0.5, 1.0000001, -0.0])
+            .prop_map(Value::from),
     ]
 }
 
@@ -125,15 +127,77 @@ fn arguments(
 }
 
 const TOOLS: &[(&str, &[&str])] = &[
-    ("store_memory", &["content", "kind", "importance", "confidence", "tags", "metadata", "user_id", "occurred_at", "expires_at", "ttl_hours"]),
-    ("search_memories", &["query", "limit", "mode", "user_id", "kinds", "tags", "tags_match", "min_importance", "since", "until", "include_archived"]),
-    ("list_memories", &["limit", "cursor", "user_id", "kinds", "tags", "tags_match", "min_importance", "since", "until", "include_archived"]),
+    (
+        "store_memory",
+        &[
+            "content",
+            "kind",
+            "importance",
+            "confidence",
+            "tags",
+            "metadata",
+            "user_id",
+            "occurred_at",
+            "expires_at",
+            "ttl_hours",
+        ],
+    ),
+    (
+        "search_memories",
+        &[
+            "query",
+            "limit",
+            "mode",
+            "user_id",
+            "kinds",
+            "tags",
+            "tags_match",
+            "min_importance",
+            "since",
+            "until",
+            "include_archived",
+        ],
+    ),
+    (
+        "list_memories",
+        &[
+            "limit",
+            "cursor",
+            "user_id",
+            "kinds",
+            "tags",
+            "tags_match",
+            "min_importance",
+            "since",
+            "until",
+            "include_archived",
+        ],
+    ),
     ("get_memory", &["id"]),
-    ("update_memory", &["id", "content", "kind", "importance", "confidence", "tags", "metadata", "occurred_at", "expires_at", "ttl_hours", "clear_expiry", "expected_updated_at"]),
+    (
+        "update_memory",
+        &[
+            "id",
+            "content",
+            "kind",
+            "importance",
+            "confidence",
+            "tags",
+            "metadata",
+            "occurred_at",
+            "expires_at",
+            "ttl_hours",
+            "clear_expiry",
+            "expected_updated_at",
+        ],
+    ),
     ("archive_memory", &["id"]),
     ("restore_memory", &["id"]),
     ("delete_memory", &["id"]),
-    ("relate_memories", &["from_id", "to_id", "relation", "strength"]),
+    (
+        "relate_memories",
+        &["from_id", "to_id", "relation", "strength"],
+    ),
     ("related_memories", &["id", "depth", "relations", "limit"]),
     ("memory_stats", &["user_id"]),
 ];
@@ -179,10 +243,21 @@ fn acceptable(error: &ToolError) -> bool {
 
 async fn in_process_server(db: &TestDb) -> MnemoServer {
     let cli = <mnemo::config::Cli as clap::Parser>::try_parse_from([
-        "mnemo", "--config", "/dev/null", "--database-url", &db.url, "--embedder", "hash", "migrate",
+        "mnemo",
+        "--config",
+        "/dev/null",
+        "--database-url",
+        &db.url,
+        "--embedder",
+        "hash",
+        "migrate",
     ])
     .expect("flags");
-    let config = cli.settings.merge_file().and_then(|s| s.resolve()).expect("config");
+    let config = cli
+        .settings
+        .merge_file()
+        .and_then(|s| s.resolve())
+        .expect("config");
     let app = mnemo::app::start(&config, tokio_util::sync::CancellationToken::new())
         .await
         .expect("in-process app");
@@ -193,7 +268,10 @@ async fn seed(server: &MnemoServer) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..4 {
         let out = server
-            .store_memory(params(&json!({"content": format!("seed memory {i}")})), Extensions::default())
+            .store_memory(
+                params(&json!({"content": format!("seed memory {i}")})),
+                Extensions::default(),
+            )
             .await
             .map_err(|e| e.to_string())
             .expect("seed");
@@ -215,26 +293,86 @@ fn arbitrary_arguments_to_every_tool_get_a_clear_answer_in_process() {
     // chrono parses but PostgreSQL may not store, tiny and huge numbers.
     let uuid = "5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11";
     let edges = [
-        ("list_memories", json!({"cursor": format!("-8000000000000000000_{uuid}")})),
-        ("list_memories", json!({"cursor": format!("8000000000000000000_{uuid}")})),
-        ("list_memories", json!({"cursor": format!("-210000000000000000_{uuid}")})),
-        ("store_memory", json!({"content": "edge", "occurred_at": "0000-01-01T00:00:00+23:59"})),
-        ("store_memory", json!({"content": "edge", "occurred_at": "9999-12-31T23:59:59.999999999-23:59"})),
-        ("store_memory", json!({"content": "edge", "expires_at": "9999-12-31T23:59:59Z"})),
-        ("store_memory", json!({"content": "edge", "ttl_hours": 1e-300})),
-        ("store_memory", json!({"content": "edge", "ttl_hours": 876000})),
-        ("store_memory", json!({"content": "edge", "importance": 1e20})),
-        ("store_memory", json!({"content": "edge", "confidence": 5e-324})),
-        ("store_memory", json!({"content": "edge", "metadata": {"\u{0}": 1}})),
-        ("store_memory", json!({"content": "edge", "tags": ["\u{200b}"]})),
-        ("search_memories", json!({"query": "the a of", "since": "0000-01-01", "until": "9999-12-31"})),
-        ("search_memories", json!({"query": "!!! ::: & | <-> ''", "mode": "keyword"})),
-        ("search_memories", json!({"query": "a:* & b", "mode": "hybrid"})),
-        ("update_memory", json!({"id": ids[0], "expected_updated_at": "0000-01-01T00:00:00+23:59"})),
-        ("update_memory", json!({"id": ids[0], "occurred_at": "0000-01-01T00:00:00+23:59"})),
-        ("related_memories", json!({"id": ids[0], "depth": 9223372036854775807u64})),
-        ("relate_memories", json!({"from_id": ids[0], "to_id": ids[0], "relation": "causes"})),
-        ("relate_memories", json!({"from_id": ids[0], "to_id": ids[1], "relation": "causes", "strength": 1e-45})),
+        (
+            "list_memories",
+            json!({"cursor": format!("-8000000000000000000_{uuid}")}),
+        ),
+        (
+            "list_memories",
+            json!({"cursor": format!("8000000000000000000_{uuid}")}),
+        ),
+        (
+            "list_memories",
+            json!({"cursor": format!("-210000000000000000_{uuid}")}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "occurred_at": "0000-01-01T00:00:00+23:59"}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "occurred_at": "9999-12-31T23:59:59.999999999-23:59"}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "expires_at": "9999-12-31T23:59:59Z"}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "ttl_hours": 1e-300}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "ttl_hours": 876000}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "importance": 1e20}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "confidence": 5e-324}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "metadata": {"\u{0}": 1}}),
+        ),
+        (
+            "store_memory",
+            json!({"content": "edge", "tags": ["\u{200b}"]}),
+        ),
+        (
+            "search_memories",
+            json!({"query": "the a of", "since": "0000-01-01", "until": "9999-12-31"}),
+        ),
+        (
+            "search_memories",
+            json!({"query": "!!! ::: & | <-> ''", "mode": "keyword"}),
+        ),
+        (
+            "search_memories",
+            json!({"query": "a:* & b", "mode": "hybrid"}),
+        ),
+        (
+            "update_memory",
+            json!({"id": ids[0], "expected_updated_at": "0000-01-01T00:00:00+23:59"}),
+        ),
+        (
+            "update_memory",
+            json!({"id": ids[0], "occurred_at": "0000-01-01T00:00:00+23:59"}),
+        ),
+        (
+            "related_memories",
+            json!({"id": ids[0], "depth": 9223372036854775807u64}),
+        ),
+        (
+            "relate_memories",
+            json!({"from_id": ids[0], "to_id": ids[0], "relation": "causes"}),
+        ),
+        (
+            "relate_memories",
+            json!({"from_id": ids[0], "to_id": ids[1], "relation": "causes", "strength": 1e-45}),
+        ),
     ];
     for (tool, args) in &edges {
         if let Some(err) = rt.block_on(call_in_process(&server, tool, args))
@@ -255,7 +393,9 @@ fn arbitrary_arguments_to_every_tool_get_a_clear_answer_in_process() {
                 let (n, e) = counted.get();
                 counted.set((n + 1, e + u32::from(outcome.is_some())));
                 match outcome {
-                    Some(err) if !acceptable(&err) => Err(TestCaseError::fail(format!("{tool}({args}) -> {err:?}"))),
+                    Some(err) if !acceptable(&err) => {
+                        Err(TestCaseError::fail(format!("{tool}({args}) -> {err:?}")))
+                    }
                     _ => Ok(()),
                 }
             })
@@ -264,7 +404,10 @@ fn arbitrary_arguments_to_every_tool_get_a_clear_answer_in_process() {
         total += n;
         errors += e;
     }
-    eprintln!("in-process: {total} arbitrary argument sets over {} tools, {errors} answered with a tool error, none unavailable, no panic", TOOLS.len());
+    eprintln!(
+        "in-process: {total} arbitrary argument sets over {} tools, {errors} answered with a tool error, none unavailable, no panic",
+        TOOLS.len()
+    );
 }
 
 #[test]
@@ -281,16 +424,23 @@ fn any_stored_content_reads_back_exactly_or_is_refused_with_the_reason() {
             counted.set(counted.get() + 1);
             rt.block_on(async {
                 let stored = server
-                    .store_memory(params(&json!({"content": content, "user_id": "roundtrip"})), Extensions::default())
+                    .store_memory(
+                        params(&json!({"content": content, "user_id": "roundtrip"})),
+                        Extensions::default(),
+                    )
                     .await;
                 let trimmed = content.trim();
                 let chars = trimmed.chars().count();
-                let valid = chars >= 1 && chars <= tools::validate::MAX_CONTENT_CHARS && !trimmed.contains('\0');
+                let valid = (1..=tools::validate::MAX_CONTENT_CHARS).contains(&chars)
+                    && !trimmed.contains('\0');
                 match stored {
                     Ok(out) => {
                         prop_assert!(valid, "accepted invalid content {content:?}");
                         let got = server
-                            .get_memory(params(&json!({"id": out.0.id.to_string()})), Extensions::default())
+                            .get_memory(
+                                params(&json!({"id": out.0.id.to_string()})),
+                                Extensions::default(),
+                            )
                             .await
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
                         prop_assert_eq!(got.0.memory.content.as_str(), trimmed);
@@ -299,7 +449,9 @@ fn any_stored_content_reads_back_exactly_or_is_refused_with_the_reason() {
                         prop_assert!(!valid, "refused valid content: {message}");
                         prop_assert!(message.contains("content"), "{message}");
                     }
-                    Err(other) => return Err(TestCaseError::fail(format!("{content:?}: {other:?}"))),
+                    Err(other) => {
+                        return Err(TestCaseError::fail(format!("{content:?}: {other:?}")));
+                    }
                 }
                 Ok(())
             })
@@ -315,7 +467,17 @@ async fn arbitrary_tool_calls_over_http_never_break_the_server() {
     let client = http_client(&server.url).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(ok(&client, "store_memory", json!({"content": format!("seed {i}")})).await["id"].as_str().unwrap().to_string());
+        ids.push(
+            ok(
+                &client,
+                "store_memory",
+                json!({"content": format!("seed {i}")}),
+            )
+            .await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let mut tools_with_batch: Vec<(&str, &[&str])> = TOOLS.to_vec();
     tools_with_batch.push(("store_memories", &["memories"]));
@@ -363,11 +525,18 @@ async fn arbitrary_tool_calls_over_http_never_break_the_server() {
     // Still serving, same process.
     ok(&client, "store_memory", json!({"content": "still serving"})).await;
     assert!(server.child.try_wait().unwrap().is_none());
-    eprintln!("over HTTP: {total} arbitrary tool calls, {errors} tool errors, server still serving");
+    eprintln!(
+        "over HTTP: {total} arbitrary tool calls, {errors} tool errors, server still serving"
+    );
 }
 
 /// POSTs `body` with the headers an MCP client sends.
-async fn post(url: &str, session: Option<&str>, protocol: Option<&str>, body: Vec<u8>) -> (u16, String) {
+async fn post(
+    url: &str,
+    session: Option<&str>,
+    protocol: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String) {
     let mut request = reqwest::Client::new()
         .post(url)
         .header("accept", "application/json, text/event-stream")
@@ -396,9 +565,20 @@ async fn initialize(url: &str) -> String {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let _ = response.text().await;
-    let (status, _) = post(url, Some(&session), Some("2025-06-18"), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string().into_bytes()).await;
+    let (status, _) = post(
+        url,
+        Some(&session),
+        Some("2025-06-18"),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
     assert!(status < 300, "{status}");
     session
 }
@@ -426,26 +606,142 @@ async fn malformed_http_requests_get_the_right_status_and_the_server_keeps_servi
     let s = Some(session.as_str());
 
     let mut observed = Vec::new();
-    let mut check = |what: &str, (status, body): (u16, String), expected: &[u16], code: Option<i64>| {
-        assert!(expected.contains(&status), "{what}: HTTP {status} (expected {expected:?}): {body}");
-        if let Some(code) = code {
-            let m = message(&body).unwrap_or_else(|| panic!("{what}: no JSON-RPC error in {body:?}"));
-            assert_eq!(m["error"]["code"].as_i64(), Some(code), "{what}: {m}");
-        }
-        observed.push(format!("{what}: {status}"));
-    };
+    let mut check =
+        |what: &str, (status, body): (u16, String), expected: &[u16], code: Option<i64>| {
+            assert!(
+                expected.contains(&status),
+                "{what}: HTTP {status} (expected {expected:?}): {body}"
+            );
+            if let Some(code) = code {
+                let m = message(&body)
+                    .unwrap_or_else(|| panic!("{what}: no JSON-RPC error in {body:?}"));
+                assert_eq!(m["error"]["code"].as_i64(), Some(code), "{what}: {m}");
+            }
+            observed.push(format!("{what}: {status}"));
+        };
 
-    check("not JSON", post(&url, s, v, b"{not json".to_vec()).await, &[400], Some(-32700));
-    check("invalid UTF-8", post(&url, s, v, b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}".to_vec()).await, &[400], Some(-32700));
-    check("a JSON array", post(&url, s, v, b"[]".to_vec()).await, &[400], Some(-32600));
-    check("not JSON-RPC", post(&url, s, v, json!({"hello": "world"}).to_string().into_bytes()).await, &[400], Some(-32600));
-    check("JSON-RPC 1.0", post(&url, s, v, json!({"jsonrpc": "1.0", "id": 1, "method": "tools/list"}).to_string().into_bytes()).await, &[400], Some(-32600));
-    check("nested 10000 deep", post(&url, s, v, format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes()).await, &[400], Some(-32700));
-    check("oversized body", post(&url, s, v, format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\",\"pad\":\"{}\"}}", "x".repeat(100_000)).into_bytes()).await, &[413], None);
-    check("unknown protocol version", post(&url, s, Some("1999-01-01"), call(2).to_string().into_bytes()).await, &[400], None);
-    check("missing session id", post(&url, None, v, call(3).to_string().into_bytes()).await, &[400], None);
-    check("unknown session id", post(&url, Some("no-such-session"), v, call(4).to_string().into_bytes()).await, &[404], None);
-    check("unknown method", post(&url, s, v, json!({"jsonrpc": "2.0", "id": 5, "method": "memories/steal"}).to_string().into_bytes()).await, &[200, 404], Some(-32601));
+    check(
+        "not JSON",
+        post(&url, s, v, b"{not json".to_vec()).await,
+        &[400],
+        Some(-32700),
+    );
+    check(
+        "invalid UTF-8",
+        post(
+            &url,
+            s,
+            v,
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}".to_vec(),
+        )
+        .await,
+        &[400],
+        Some(-32700),
+    );
+    check(
+        "a JSON array",
+        post(&url, s, v, b"[]".to_vec()).await,
+        &[400],
+        Some(-32600),
+    );
+    check(
+        "not JSON-RPC",
+        post(
+            &url,
+            s,
+            v,
+            json!({"hello": "world"}).to_string().into_bytes(),
+        )
+        .await,
+        &[400],
+        Some(-32600),
+    );
+    check(
+        "JSON-RPC 1.0",
+        post(
+            &url,
+            s,
+            v,
+            json!({"jsonrpc": "1.0", "id": 1, "method": "tools/list"})
+                .to_string()
+                .into_bytes(),
+        )
+        .await,
+        &[400],
+        Some(-32600),
+    );
+    check(
+        "nested 10000 deep",
+        post(
+            &url,
+            s,
+            v,
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+        )
+        .await,
+        &[400],
+        Some(-32700),
+    );
+    check(
+        "oversized body",
+        post(
+            &url,
+            s,
+            v,
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\",\"pad\":\"{}\"}}",
+                "x".repeat(100_000)
+            )
+            .into_bytes(),
+        )
+        .await,
+        &[413],
+        None,
+    );
+    check(
+        "unknown protocol version",
+        post(
+            &url,
+            s,
+            Some("1999-01-01"),
+            call(2).to_string().into_bytes(),
+        )
+        .await,
+        &[400],
+        None,
+    );
+    check(
+        "missing session id",
+        post(&url, None, v, call(3).to_string().into_bytes()).await,
+        &[400],
+        None,
+    );
+    check(
+        "unknown session id",
+        post(
+            &url,
+            Some("no-such-session"),
+            v,
+            call(4).to_string().into_bytes(),
+        )
+        .await,
+        &[404],
+        None,
+    );
+    check(
+        "unknown method",
+        post(
+            &url,
+            s,
+            v,
+            json!({"jsonrpc": "2.0", "id": 5, "method": "memories/steal"})
+                .to_string()
+                .into_bytes(),
+        )
+        .await,
+        &[200, 404],
+        Some(-32601),
+    );
     check("unknown tool", post(&url, s, v, json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "drop_database", "arguments": {}}}).to_string().into_bytes()).await, &[200], Some(-32602));
     check("arguments not an object", post(&url, s, v, json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "memory_stats", "arguments": [1, 2]}}).to_string().into_bytes()).await, &[200], Some(-32602));
 
@@ -459,10 +755,21 @@ async fn malformed_http_requests_get_the_right_status_and_the_server_keeps_servi
     // Still serving the same session, and new ones.
     let (status, body) = post(&url, s, v, call(9).to_string().into_bytes()).await;
     assert_eq!(status, 200, "{body}");
-    assert!(message(&body).is_some_and(|m| m.get("result").is_some()), "{body}");
+    assert!(
+        message(&body).is_some_and(|m| m.get("result").is_some()),
+        "{body}"
+    );
     let client = http_client(&url).await;
-    ok(&client, "store_memory", json!({"content": "still serving after bad requests"})).await;
+    ok(
+        &client,
+        "store_memory",
+        json!({"content": "still serving after bad requests"}),
+    )
+    .await;
     assert!(server.child.try_wait().unwrap().is_none());
-    eprintln!("raw HTTP: {} malformed requests: {observed:?}", observed.len());
+    eprintln!(
+        "raw HTTP: {} malformed requests: {observed:?}",
+        observed.len()
+    );
     client.cancel().await.ok();
 }

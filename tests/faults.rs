@@ -20,7 +20,11 @@ use serde_json::{Value, json};
 
 /// Calls a tool without panicking: Ok(result) for a tool answer (success or
 /// tool error), Err for a transport/protocol failure.
-async fn try_call(client: &Client, tool: &str, args: Value) -> Result<rmcp::model::CallToolResult, String> {
+async fn try_call(
+    client: &Client,
+    tool: &str,
+    args: Value,
+) -> Result<rmcp::model::CallToolResult, String> {
     let Value::Object(map) = args else {
         panic!("arguments must be an object")
     };
@@ -59,12 +63,15 @@ async fn acknowledged_stores_survive_kill_9_exactly_once_and_become_searchable()
                 let contents: Vec<String> = if w < 2 {
                     vec![format!("crash memory w{w}n{i}")]
                 } else {
-                    (0..3).map(|k| format!("crash memory w{w}n{i}k{k}")).collect()
+                    (0..3)
+                        .map(|k| format!("crash memory w{w}n{i}k{k}"))
+                        .collect()
                 };
                 let result = if w < 2 {
                     try_call(&client, "store_memory", json!({"content": contents[0]})).await
                 } else {
-                    let batch: Vec<Value> = contents.iter().map(|c| json!({"content": c})).collect();
+                    let batch: Vec<Value> =
+                        contents.iter().map(|c| json!({"content": c})).collect();
                     try_call(&client, "store_memories", json!({"memories": batch})).await
                 };
                 match result {
@@ -73,7 +80,12 @@ async fn acknowledged_stores_survive_kill_9_exactly_once_and_become_searchable()
                         let ids: Vec<String> = if w < 2 {
                             vec![out["id"].as_str().unwrap().to_string()]
                         } else {
-                            out["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+                            out["results"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|r| r["id"].as_str().unwrap().to_string())
+                                .collect()
                         };
                         assert!(out.to_string().contains("\"embedded\":false"), "{out}");
                         let mut a = acked.lock().unwrap();
@@ -92,33 +104,53 @@ async fn acknowledged_stores_survive_kill_9_exactly_once_and_become_searchable()
     }
     let began = Instant::now();
     while count.load(Ordering::SeqCst) < 120 {
-        assert!(began.elapsed() < Duration::from_secs(30), "writers too slow");
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "writers too slow"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.child.kill().await.expect("kill -9");
     for w in writers {
-        tokio::time::timeout(Duration::from_secs(30), w).await.expect("writer stuck").expect("writer");
+        tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .expect("writer stuck")
+            .expect("writer");
     }
     let acked = acked.lock().unwrap().clone();
     let in_flight = in_flight.lock().unwrap().clone();
 
     // Restarted on the same data, now with a working embedder.
-    let server = http_server_at(mnemo(&db, "default", Embed::Hash), &format!("127.0.0.1:{port}")).await;
+    let server = http_server_at(
+        mnemo(&db, "default", Embed::Hash),
+        &format!("127.0.0.1:{port}"),
+    )
+    .await;
     let sql = db.sql().await;
     for (content, id) in &acked {
         let rows = sql
-            .query("SELECT id::text FROM memories WHERE content = $1", &[content])
+            .query(
+                "SELECT id::text FROM memories WHERE content = $1",
+                &[content],
+            )
             .await
             .unwrap();
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        assert_eq!(ids, vec![id.clone()], "{content:?} must be stored exactly once as {id}");
+        assert_eq!(
+            ids,
+            vec![id.clone()],
+            "{content:?} must be stored exactly once as {id}"
+        );
     }
     // A retried in-flight store lands exactly once, whether or not it had committed.
     let client = http_client(&server.url).await;
     for content in &in_flight {
         ok(&client, "store_memory", json!({"content": content})).await;
         let n: i64 = sql
-            .query_one("SELECT count(*) FROM memories WHERE content = $1", &[content])
+            .query_one(
+                "SELECT count(*) FROM memories WHERE content = $1",
+                &[content],
+            )
             .await
             .unwrap()
             .get(0);
@@ -135,15 +167,31 @@ async fn acknowledged_stores_survive_kill_9_exactly_once_and_become_searchable()
         if missing == 0 {
             break;
         }
-        assert!(began.elapsed() < Duration::from_secs(30), "{missing} memories never embedded");
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "{missing} memories never embedded"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for (content, id) in &acked {
         // The hash embedder maps words to 384 buckets: distinct texts can tie,
         // so look for the memory among the nearest few.
-        let found = ok(&client, "search_memories", json!({"query": content, "mode": "semantic", "limit": 10})).await;
-        let ids: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
-        assert!(ids.contains(&id.as_str()), "{content:?} not found by vector search: {found}");
+        let found = ok(
+            &client,
+            "search_memories",
+            json!({"query": content, "mode": "semantic", "limit": 10}),
+        )
+        .await;
+        let ids: Vec<&str> = found["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert!(
+            ids.contains(&id.as_str()),
+            "{content:?} not found by vector search: {found}"
+        );
     }
     eprintln!(
         "kill -9: {} acknowledged memories intact and searchable, {} in-flight stores retried once",
@@ -153,14 +201,24 @@ async fn acknowledged_stores_survive_kill_9_exactly_once_and_become_searchable()
     client.cancel().await.ok();
 }
 
+/// Whether the database was down when a call started, how long it took,
+/// and its tool error if any.
+type Outcome = (bool, Duration, Result<(), String>);
+
 #[tokio::test]
 async fn a_database_outage_fails_fast_with_a_tool_error_and_the_same_server_recovers() {
     let data_dir = temp_data_dir("outage");
     let cluster = EmbeddedCluster::new(&data_dir, &pg_bin(), None).expect("private cluster");
-    cluster.ensure_running("outage").await.expect("start private cluster");
+    cluster
+        .ensure_running("outage")
+        .await
+        .expect("start private cluster");
     let db = TestDb {
         name: "outage".into(),
-        url: format!("host={} user=postgres dbname=outage", cluster.socket_dir().display()),
+        url: format!(
+            "host={} user=postgres dbname=outage",
+            cluster.socket_dir().display()
+        ),
     };
     let short = |mut cmd: tokio::process::Command| {
         cmd.env("MNEMO_POOL_WAIT_MS", "1000")
@@ -168,7 +226,8 @@ async fn a_database_outage_fails_fast_with_a_tool_error_and_the_same_server_reco
             .env("MNEMO_STATEMENT_TIMEOUT_MS", "2000");
         cmd
     };
-    let (stdio, mut stdio_child) = stdio_client_and_child(short(mnemo(&db, "default", Embed::Hash))).await;
+    let (stdio, mut stdio_child) =
+        stdio_client_and_child(short(mnemo(&db, "default", Embed::Hash))).await;
     let mut http = http_server(short(mnemo(&db, "default", Embed::Hash))).await;
     let http_client = http_client(&http.url).await;
     let ready = http.url.replace("/mcp", "/readyz");
@@ -177,11 +236,19 @@ async fn a_database_outage_fails_fast_with_a_tool_error_and_the_same_server_reco
     // Load from both transports for the whole outage.
     let down = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let outcomes: Arc<Mutex<Vec<(bool, Duration, Result<(), String>)>>> = Arc::default();
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let stdio = Arc::new(stdio);
     let http_client = Arc::new(http_client);
     let mut load = Vec::new();
-    for (w, client) in [stdio.clone(), http_client.clone(), stdio.clone(), http_client.clone()].into_iter().enumerate() {
+    for (w, client) in [
+        stdio.clone(),
+        http_client.clone(),
+        stdio.clone(),
+        http_client.clone(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (down, stop, outcomes) = (down.clone(), stop.clone(), outcomes.clone());
         load.push(tokio::spawn(async move {
             let mut i = 0;
@@ -190,16 +257,24 @@ async fn a_database_outage_fails_fast_with_a_tool_error_and_the_same_server_reco
                 let was_down = down.load(Ordering::SeqCst);
                 let began = Instant::now();
                 let (tool, args) = if i % 2 == 0 {
-                    ("store_memory", json!({"content": format!("outage {w}-{i}")}))
+                    (
+                        "store_memory",
+                        json!({"content": format!("outage {w}-{i}")}),
+                    )
                 } else {
                     ("search_memories", json!({"query": "outage"}))
                 };
-                let result = try_call(&client, tool, args).await.expect("a protocol error during the outage");
+                let result = try_call(&client, tool, args)
+                    .await
+                    .expect("a protocol error during the outage");
                 let outcome = match error_text(&result) {
                     None => Ok(()),
                     Some(e) => Err(e),
                 };
-                outcomes.lock().unwrap().push((was_down, began.elapsed(), outcome));
+                outcomes
+                    .lock()
+                    .unwrap()
+                    .push((was_down, began.elapsed(), outcome));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }));
@@ -210,17 +285,37 @@ async fn a_database_outage_fails_fast_with_a_tool_error_and_the_same_server_reco
     tokio::time::sleep(Duration::from_secs(3)).await;
     let not_ready = reqwest::get(&ready).await.unwrap();
     assert_eq!(not_ready.status(), 503, "readyz during the outage");
-    cluster.ensure_running("outage").await.expect("start PostgreSQL again");
+    cluster
+        .ensure_running("outage")
+        .await
+        .expect("start PostgreSQL again");
     let back = Instant::now();
     down.store(false, Ordering::SeqCst);
     // The same processes serve again without a restart.
     loop {
-        let s = try_call(&stdio, "store_memory", json!({"content": "after the outage (stdio)"})).await.unwrap();
-        let h = try_call(&http_client, "store_memory", json!({"content": "after the outage (http)"})).await.unwrap();
+        let s = try_call(
+            &stdio,
+            "store_memory",
+            json!({"content": "after the outage (stdio)"}),
+        )
+        .await
+        .unwrap();
+        let h = try_call(
+            &http_client,
+            "store_memory",
+            json!({"content": "after the outage (http)"}),
+        )
+        .await
+        .unwrap();
         if s.is_error != Some(true) && h.is_error != Some(true) {
             break;
         }
-        assert!(back.elapsed() < Duration::from_secs(10), "not serving 10 s after PostgreSQL came back: {:?} {:?}", error_text(&s), error_text(&h));
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not serving 10 s after PostgreSQL came back: {:?} {:?}",
+            error_text(&s),
+            error_text(&h)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovered_in = back.elapsed();
@@ -229,19 +324,38 @@ async fn a_database_outage_fails_fast_with_a_tool_error_and_the_same_server_reco
     for l in load {
         l.await.expect("load task");
     }
-    assert_eq!(reqwest::get(&ready).await.unwrap().status(), 200, "readyz after the outage");
-    assert!(stdio_child.try_wait().unwrap().is_none(), "the stdio server died");
-    assert!(http.child.try_wait().unwrap().is_none(), "the HTTP server died");
+    assert_eq!(
+        reqwest::get(&ready).await.unwrap().status(),
+        200,
+        "readyz after the outage"
+    );
+    assert!(
+        stdio_child.try_wait().unwrap().is_none(),
+        "the stdio server died"
+    );
+    assert!(
+        http.child.try_wait().unwrap().is_none(),
+        "the HTTP server died"
+    );
 
     let outcomes = outcomes.lock().unwrap().clone();
     let during: Vec<_> = outcomes.iter().filter(|(d, _, _)| *d).collect();
     let failed: Vec<_> = during.iter().filter(|(_, _, o)| o.is_err()).collect();
-    assert!(failed.len() >= 4, "calls during the outage should fail: {during:?}");
+    assert!(
+        failed.len() >= 4,
+        "calls during the outage should fail: {during:?}"
+    );
     for (_, took, outcome) in &during {
         // connect timeout 1 s, pool wait 1 s: nothing may hang past them.
-        assert!(*took < Duration::from_millis(2500), "a call took {took:?} during the outage");
+        assert!(
+            *took < Duration::from_millis(2500),
+            "a call took {took:?} during the outage"
+        );
         if let Err(e) = outcome {
-            assert!(e.starts_with("unavailable: the database is unavailable"), "{e}");
+            assert!(
+                e.starts_with("unavailable: the database is unavailable"),
+                "{e}"
+            );
         }
     }
     let slowest = during.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
@@ -289,25 +403,49 @@ async fn sixteen_clients_racing_on_the_same_memories_lose_and_duplicate_nothing(
 
     // 1. Identical stores at the same moment, single and in batches of shuffled order.
     let singles: Vec<String> = (0..8).map(|i| format!("identical memory {i}")).collect();
-    let batched: Vec<String> = (0..12).map(|i| format!("identical batched memory {i}")).collect();
+    let batched: Vec<String> = (0..12)
+        .map(|i| format!("identical batched memory {i}"))
+        .collect();
     let barrier = Arc::new(tokio::sync::Barrier::new(16));
     let mut tasks = Vec::new();
     for (c, client) in clients.iter().enumerate() {
-        let (client, barrier, singles, batched, calls) = (client.clone(), barrier.clone(), singles.clone(), batched.clone(), calls.clone());
+        let (client, barrier, singles, batched, calls) = (
+            client.clone(),
+            barrier.clone(),
+            singles.clone(),
+            batched.clone(),
+            calls.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(c as u64);
             let mut mine = batched.clone();
             mine.shuffle(&mut rng);
-            let batch: Vec<Value> = mine.iter().map(|m| json!({"content": m, "user_id": "race"})).collect();
+            let batch: Vec<Value> = mine
+                .iter()
+                .map(|m| json!({"content": m, "user_id": "race"}))
+                .collect();
             barrier.wait().await;
             let mut seen: Vec<(String, String, bool)> = Vec::new();
             let out = ok(&client, "store_memories", json!({"memories": batch})).await;
             for (content, r) in mine.iter().zip(out["results"].as_array().unwrap()) {
-                seen.push((content.clone(), r["id"].as_str().unwrap().into(), r["created"].as_bool().unwrap()));
+                seen.push((
+                    content.clone(),
+                    r["id"].as_str().unwrap().into(),
+                    r["created"].as_bool().unwrap(),
+                ));
             }
             for content in &singles {
-                let r = ok(&client, "store_memory", json!({"content": content, "user_id": "race"})).await;
-                seen.push((content.clone(), r["id"].as_str().unwrap().into(), r["created"].as_bool().unwrap()));
+                let r = ok(
+                    &client,
+                    "store_memory",
+                    json!({"content": content, "user_id": "race"}),
+                )
+                .await;
+                seen.push((
+                    content.clone(),
+                    r["id"].as_str().unwrap().into(),
+                    r["created"].as_bool().unwrap(),
+                ));
             }
             calls.fetch_add(1 + singles.len(), Ordering::Relaxed);
             seen
@@ -315,26 +453,44 @@ async fn sixteen_clients_racing_on_the_same_memories_lose_and_duplicate_nothing(
     }
     let mut by_content: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
     for t in tasks {
-        for (content, id, created) in tokio::time::timeout(Duration::from_secs(60), t).await.expect("deadlock in identical stores").unwrap() {
+        for (content, id, created) in tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("deadlock in identical stores")
+            .unwrap()
+        {
             by_content.entry(content).or_default().push((id, created));
         }
     }
     for (content, seen) in &by_content {
         let ids: HashSet<&String> = seen.iter().map(|(id, _)| id).collect();
         assert_eq!(ids.len(), 1, "{content:?} got several ids: {seen:?}");
-        assert_eq!(seen.iter().filter(|(_, c)| *c).count(), 1, "{content:?} created more than once");
+        assert_eq!(
+            seen.iter().filter(|(_, c)| *c).count(),
+            1,
+            "{content:?} created more than once"
+        );
     }
 
     // 2. Optimistic read-modify-write increments: none may be lost.
     let mut counters = Vec::new();
     for k in 0..4 {
-        let r = ok(&clients[0], "store_memory", json!({"content": format!("counter {k}"), "user_id": "race", "metadata": {"n": 0}})).await;
+        let r = ok(
+            &clients[0],
+            "store_memory",
+            json!({"content": format!("counter {k}"), "user_id": "race", "metadata": {"n": 0}}),
+        )
+        .await;
         counters.push(r["id"].as_str().unwrap().to_string());
     }
     let conflicts = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (c, client) in clients.iter().enumerate() {
-        let (client, counters, conflicts, calls) = (client.clone(), counters.clone(), conflicts.clone(), calls.clone());
+        let (client, counters, conflicts, calls) = (
+            client.clone(),
+            counters.clone(),
+            conflicts.clone(),
+            calls.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut done: HashMap<String, i64> = HashMap::new();
             for i in 0..5 {
@@ -359,26 +515,50 @@ async fn sixteen_clients_racing_on_the_same_memories_lose_and_duplicate_nothing(
     }
     let mut expected: HashMap<String, i64> = HashMap::new();
     for t in tasks {
-        for (id, n) in tokio::time::timeout(Duration::from_secs(60), t).await.expect("deadlock in increments").unwrap() {
+        for (id, n) in tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("deadlock in increments")
+            .unwrap()
+        {
             *expected.entry(id).or_default() += n;
         }
     }
     for id in &counters {
         let m = ok(&clients[0], "get_memory", json!({"id": id})).await;
-        assert_eq!(m["memory"]["metadata"]["n"].as_i64(), expected.get(id).copied(), "lost update on counter {id}");
+        assert_eq!(
+            m["memory"]["metadata"]["n"].as_i64(),
+            expected.get(id).copied(),
+            "lost update on counter {id}"
+        );
     }
 
     // 3. Everything at once on a small set of memories.
     let pool: Vec<String> = (0..10).map(|i| format!("contended memory {i}")).collect();
     let mut ids = Vec::new();
     for content in &pool {
-        ids.push(ok(&clients[0], "store_memory", json!({"content": content, "user_id": "race"})).await["id"].as_str().unwrap().to_string());
+        ids.push(
+            ok(
+                &clients[0],
+                "store_memory",
+                json!({"content": content, "user_id": "race"}),
+            )
+            .await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let known = Arc::new(Mutex::new(ids));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut tasks = Vec::new();
     for (c, client) in clients.iter().enumerate() {
-        let (client, known, ledger, pool, calls) = (client.clone(), known.clone(), ledger.clone(), pool.clone(), calls.clone());
+        let (client, known, ledger, pool, calls) = (
+            client.clone(),
+            known.clone(),
+            ledger.clone(),
+            pool.clone(),
+            calls.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(1000 + c as u64);
             for step in 0..30 {
@@ -443,26 +623,52 @@ async fn sixteen_clients_racing_on_the_same_memories_lose_and_duplicate_nothing(
         }));
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(60), t).await.expect("deadlock in mixed operations").unwrap();
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("deadlock in mixed operations")
+            .unwrap();
     }
     let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
-    assert!(ledger.unexpected.is_empty(), "unexpected errors: {:#?}", ledger.unexpected);
+    assert!(
+        ledger.unexpected.is_empty(),
+        "unexpected errors: {:#?}",
+        ledger.unexpected
+    );
 
     // Every memory reads back as the last acknowledged write left it.
-    let fields = ["content", "tags", "importance", "metadata", "archived_at", "updated_at"];
+    let fields = [
+        "content",
+        "tags",
+        "importance",
+        "metadata",
+        "archived_at",
+        "updated_at",
+    ];
     let mut checked = 0;
     for (id, states) in &ledger.states {
-        let result = try_call(&clients[0], "get_memory", json!({"id": id})).await.unwrap();
+        let result = try_call(&clients[0], "get_memory", json!({"id": id}))
+            .await
+            .unwrap();
         if ledger.deleted.contains(id) {
-            assert!(error_text(&result).is_some_and(|e| e.starts_with("not_found")), "deleted {id} is back");
+            assert!(
+                error_text(&result).is_some_and(|e| e.starts_with("not_found")),
+                "deleted {id} is back"
+            );
             continue;
         }
         let lost = error_text(&result);
-        let now = &result.structured_content.unwrap_or_else(|| panic!("{id} lost: {lost:?}"))["memory"];
-        let at = |s: &Value| chrono::DateTime::parse_from_rfc3339(s["updated_at"].as_str().unwrap()).unwrap();
+        let now = &result
+            .structured_content
+            .unwrap_or_else(|| panic!("{id} lost: {lost:?}"))["memory"];
+        let at = |s: &Value| {
+            chrono::DateTime::parse_from_rfc3339(s["updated_at"].as_str().unwrap()).unwrap()
+        };
         let last = states.iter().max_by_key(|s| at(s)).unwrap();
         for f in fields {
-            assert_eq!(now[f], last[f], "{id}: {f} is not what the last acknowledged write set");
+            assert_eq!(
+                now[f], last[f],
+                "{id}: {f} is not what the last acknowledged write set"
+            );
         }
         checked += 1;
     }
@@ -510,7 +716,11 @@ struct Writer {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start_writer(data_dir: &std::path::Path, name: String, acked: Arc<Mutex<Vec<(String, String)>>>) -> Writer {
+async fn start_writer(
+    data_dir: &std::path::Path,
+    name: String,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+) -> Writer {
     let (client, child) = stdio_client_and_child(embedded_mnemo(data_dir, "default")).await;
     let client = Arc::new(client);
     let stop = Arc::new(AtomicBool::new(false));
@@ -525,7 +735,10 @@ async fn start_writer(data_dir: &std::path::Path, name: String, acked: Arc<Mutex
                 match try_call(&client, "store_memory", json!({"content": content})).await {
                     Ok(r) => match error_text(&r) {
                         None => {
-                            let id = r.structured_content.unwrap()["id"].as_str().unwrap().to_string();
+                            let id = r.structured_content.unwrap()["id"]
+                                .as_str()
+                                .unwrap()
+                                .to_string();
                             acked.lock().unwrap().push((content, id));
                         }
                         // The database is down (its postmaster was killed): keep trying.
@@ -538,7 +751,13 @@ async fn start_writer(data_dir: &std::path::Path, name: String, acked: Arc<Mutex
             }
         })
     };
-    Writer { name, child, client, stop, task }
+    Writer {
+        name,
+        child,
+        client,
+        stop,
+        task,
+    }
 }
 
 #[tokio::test]
@@ -552,7 +771,11 @@ async fn servers_sharing_an_embedded_cluster_lose_nothing_when_started_and_kille
     let mut started = 0;
     let began = Instant::now();
     for step in 0..14 {
-        let action = if running.is_empty() { 0 } else { rng.random_range(0..10) };
+        let action = if running.is_empty() {
+            0
+        } else {
+            rng.random_range(0..10)
+        };
         match action {
             _ if step == 7 => {
                 // PostgreSQL itself crashes: the next server to start recovers it.
@@ -576,8 +799,15 @@ async fn servers_sharing_an_embedded_cluster_lose_nothing_when_started_and_kille
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 for w in &running {
                     let tag = format!(" {}-", w.name);
-                    let stored = acked.lock().unwrap()[recovered..].iter().filter(|(c, _)| c.contains(&tag)).count();
-                    assert!(stored > 0, "{} stopped storing after the cluster recovered ({log:?})", w.name);
+                    let stored = acked.lock().unwrap()[recovered..]
+                        .iter()
+                        .filter(|(c, _)| c.contains(&tag))
+                        .count();
+                    assert!(
+                        stored > 0,
+                        "{} stopped storing after the cluster recovered ({log:?})",
+                        w.name
+                    );
                 }
                 log.push(format!("all {} running servers store again", running.len()));
             }
@@ -619,23 +849,45 @@ async fn servers_sharing_an_embedded_cluster_lose_nothing_when_started_and_kille
         }
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 50, "too few writes to mean anything: {} ({log:?})", acked.len());
+    assert!(
+        acked.len() > 50,
+        "too few writes to mean anything: {} ({log:?})",
+        acked.len()
+    );
 
     // `mnemo db stop`, then a new server opens the cluster and finds everything.
-    let stop = embedded_mnemo(&data_dir, "default").args(["db", "stop"]).output().await.unwrap();
-    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    let stop = embedded_mnemo(&data_dir, "default")
+        .args(["db", "stop"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
     let (client, _child) = stdio_client_and_child(embedded_mnemo(&data_dir, "default")).await;
     let stats = ok(&client, "memory_stats", json!({})).await;
     let config = cluster.client_config("mnemo");
-    let (sql, conn) = config.connect(tokio_postgres::NoTls).await.expect("connect");
+    let (sql, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(conn);
-    let rows = sql.query("SELECT content, id::text FROM memories", &[]).await.unwrap();
+    let rows = sql
+        .query("SELECT content, id::text FROM memories", &[])
+        .await
+        .unwrap();
     let stored: HashMap<String, Vec<String>> = rows.iter().fold(HashMap::new(), |mut m, r| {
         m.entry(r.get(0)).or_default().push(r.get(1));
         m
     });
     for (content, id) in &acked {
-        assert_eq!(stored.get(content), Some(&vec![id.clone()]), "{content:?} lost or duplicated ({log:?})");
+        assert_eq!(
+            stored.get(content),
+            Some(&vec![id.clone()]),
+            "{content:?} lost or duplicated ({log:?})"
+        );
     }
     eprintln!(
         "shared cluster: {} acknowledged stores over {} server lifetimes, all present once; {} rows; events: {log:?}; {:?}",
@@ -645,7 +897,11 @@ async fn servers_sharing_an_embedded_cluster_lose_nothing_when_started_and_kille
         began.elapsed()
     );
     client.cancel().await.ok();
-    let stop = embedded_mnemo(&data_dir, "default").args(["db", "stop"]).output().await.unwrap();
+    let stop = embedded_mnemo(&data_dir, "default")
+        .args(["db", "stop"])
+        .output()
+        .await
+        .unwrap();
     assert!(stop.status.success());
     let _ = std::fs::remove_dir_all(&data_dir);
 }

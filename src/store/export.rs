@@ -306,20 +306,38 @@ impl Importer {
         for row in rows {
             match row {
                 Row::Companion(c) => {
-                    let (id, new) = named_id(&tx, Named::Companion, Some(c.id), &c.name, Some(c.created_at)).await?;
+                    let (id, new) = named_id(
+                        &tx,
+                        Named::Companion,
+                        Some(c.id),
+                        &c.name,
+                        Some(c.created_at),
+                    )
+                    .await?;
                     companions.insert(c.name.clone(), id);
                     count(&mut counts.companions, &mut counts.skipped, new);
                 }
                 Row::User(u) => {
-                    let (id, new) = named_id(&tx, Named::User, Some(u.id), &u.external_id, Some(u.created_at)).await?;
+                    let (id, new) = named_id(
+                        &tx,
+                        Named::User,
+                        Some(u.id),
+                        &u.external_id,
+                        Some(u.created_at),
+                    )
+                    .await?;
                     users.insert(u.external_id.clone(), id);
                     count(&mut counts.users, &mut counts.skipped, new);
                 }
                 Row::Memory(m) => {
-                    let companion_id = match companions.get(&m.companion).or(self.companions.get(&m.companion)) {
+                    let companion_id = match companions
+                        .get(&m.companion)
+                        .or(self.companions.get(&m.companion))
+                    {
                         Some(id) => *id,
                         None => {
-                            let (id, _) = named_id(&tx, Named::Companion, None, &m.companion, None).await?;
+                            let (id, _) =
+                                named_id(&tx, Named::Companion, None, &m.companion, None).await?;
                             companions.insert(m.companion.clone(), id);
                             id
                         }
@@ -346,16 +364,26 @@ impl Importer {
                     }
                 }
                 Row::Relation(r) => {
-                    let companion_id = match companions.get(&r.companion).or(self.companions.get(&r.companion)) {
+                    let companion_id = match companions
+                        .get(&r.companion)
+                        .or(self.companions.get(&r.companion))
+                    {
                         Some(id) => *id,
                         None => {
-                            let (id, _) = named_id(&tx, Named::Companion, None, &r.companion, None).await?;
+                            let (id, _) =
+                                named_id(&tx, Named::Companion, None, &r.companion, None).await?;
                             companions.insert(r.companion.clone(), id);
                             id
                         }
                     };
-                    let from = *remapped.get(&r.from_id).or(self.remapped.get(&r.from_id)).unwrap_or(&r.from_id);
-                    let to = *remapped.get(&r.to_id).or(self.remapped.get(&r.to_id)).unwrap_or(&r.to_id);
+                    let from = *remapped
+                        .get(&r.from_id)
+                        .or(self.remapped.get(&r.from_id))
+                        .unwrap_or(&r.from_id);
+                    let to = *remapped
+                        .get(&r.to_id)
+                        .or(self.remapped.get(&r.to_id))
+                        .unwrap_or(&r.to_id);
                     let new = insert_relation(&tx, r, companion_id, from, to).await?;
                     count(&mut counts.relations, &mut counts.skipped, new);
                 }
@@ -415,7 +443,9 @@ async fn named_id(
         return Ok((row.get(0), false));
     }
     // The file's id belongs to another name here: take a fresh one.
-    let row = tx.query_one(&insert, &[&None::<Uuid>, &name, &created_at]).await?;
+    let row = tx
+        .query_one(&insert, &[&None::<Uuid>, &name, &created_at])
+        .await?;
     Ok((row.get(0), true))
 }
 
@@ -490,7 +520,10 @@ async fn insert_memory(
              AND archived_at IS NULL",
         )
         .await?;
-    match tx.query_opt(&twin, &[&companion_id, &user_id, &hash]).await? {
+    match tx
+        .query_opt(&twin, &[&companion_id, &user_id, &hash])
+        .await?
+    {
         Some(row) => Ok(Placed::Twin(row.get(0))),
         None => Err(StoreError::Constraint(format!(
             "memory {} conflicts with a row that vanished during the import: run it again",

@@ -7,9 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{
-    Kind, MEMORY_COLUMNS, Memory, Scope, Store, StoreError, retry_on_conflict, to_vector,
-};
+use super::{Kind, MEMORY_COLUMNS, Memory, Scope, Store, StoreError, retry_on_conflict, to_vector};
 
 /// A memory to store. Content is already validated and trimmed.
 #[derive(Debug, Clone)]

@@ -66,7 +66,10 @@ impl Store {
             )
             .await?;
         if let Some(row) = client
-            .query_opt(&same, &[&scope.companion_id, &from, &to, &relation, &strength])
+            .query_opt(
+                &same,
+                &[&scope.companion_id, &from, &to, &relation, &strength],
+            )
             .await?
         {
             return Ok(Related {

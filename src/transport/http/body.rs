@@ -68,7 +68,8 @@ pub async fn check(State(max_bytes): State<usize>, request: Request, next: Next)
         };
         return rpc_error(status, id, problem.code, &problem.message);
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 struct Problem {
@@ -132,7 +133,10 @@ fn check_message(message: &Value) -> Result<(), Problem> {
             }
             Ok(())
         }
-        Some(_) => invalid(INVALID_REQUEST, "invalid request: \"method\" must be a string"),
+        Some(_) => invalid(
+            INVALID_REQUEST,
+            "invalid request: \"method\" must be a string",
+        ),
         None if object.contains_key("result") || object.contains_key("error") => Ok(()),
         None => invalid(
             INVALID_REQUEST,
@@ -159,18 +163,33 @@ mod tests {
     fn messages_are_checked_for_shape() {
         let ok = |v: Value| check_message(&v).is_ok();
         let code = |v: Value| check_message(&v).err().map(|p| p.code);
-        assert!(ok(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})));
-        assert!(ok(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})));
+        assert!(ok(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        ));
+        assert!(ok(
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        ));
         assert!(ok(json!({"jsonrpc": "2.0", "id": "a", "result": {}})));
         assert!(ok(
             json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "x"}})
         ));
         assert_eq!(code(json!([])), Some(INVALID_REQUEST));
-        assert_eq!(code(json!({"jsonrpc": "1.0", "method": "x"})), Some(INVALID_REQUEST));
-        assert_eq!(code(json!({"jsonrpc": "2.0", "id": 1.5, "method": "x"})), Some(INVALID_REQUEST));
-        assert_eq!(code(json!({"jsonrpc": "2.0", "id": 1})), Some(INVALID_REQUEST));
         assert_eq!(
-            code(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "x", "arguments": [1]}})),
+            code(json!({"jsonrpc": "1.0", "method": "x"})),
+            Some(INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(json!({"jsonrpc": "2.0", "id": 1.5, "method": "x"})),
+            Some(INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(json!({"jsonrpc": "2.0", "id": 1})),
+            Some(INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(
+                json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "x", "arguments": [1]}})
+            ),
             Some(INVALID_PARAMS)
         );
         assert_eq!(
