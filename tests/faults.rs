@@ -227,6 +227,7 @@ type Outcome = (bool, Duration, Result<(), String>);
 #[tokio::test]
 async fn a_database_outage_fails_fast_with_a_tool_error_and_the_same_server_recovers() {
     let data_dir = temp_data_dir("outage");
+    let _cleanup = StopClusterOnDrop(data_dir.clone());
     let cluster = EmbeddedCluster::new(&data_dir, &pg_bin(), None).expect("private cluster");
     cluster
         .ensure_running("outage")
@@ -782,6 +783,7 @@ async fn start_writer(
 #[tokio::test]
 async fn servers_sharing_an_embedded_cluster_lose_nothing_when_started_and_killed_in_any_order() {
     let data_dir = temp_data_dir("shared-chaos");
+    let _cleanup = StopClusterOnDrop(data_dir.clone());
     let cluster = EmbeddedCluster::new(&data_dir, &pg_bin(), None).expect("cluster");
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut rng = StdRng::seed_from_u64(20_240_508);

@@ -98,7 +98,7 @@ impl Db {
                 "no answer within {:?} (is PostgreSQL running and reachable?)",
                 self.connect_timeout
             )),
-            PoolError::Backend(e) => DbError::Connect(e.to_string()),
+            PoolError::Backend(e) => DbError::Connect(describe(&e)),
             other => DbError::from(other),
         })
     }

@@ -388,3 +388,23 @@ pub fn error_text(result: &CallToolResult) -> Option<String> {
             .join("\n")
     })
 }
+
+/// Stops the embedded cluster in a data dir and removes the dir when
+/// dropped, so a failing test leaves no PostgreSQL behind.
+pub struct StopClusterOnDrop(pub PathBuf);
+
+impl Drop for StopClusterOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args(["db", "stop"])
+            .env_remove("DATABASE_URL")
+            .env("MNEMO_DATA_DIR", &self.0)
+            .env("MNEMO_PG_BIN", pg_bin())
+            .env("MNEMO_CONFIG", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
