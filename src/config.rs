@@ -43,6 +43,7 @@ underscores, e.g. `pool_size = 16`. Flags win over the environment, which wins o
     after_help = "Examples:\n  mnemo serve --stdio                      # for Claude Desktop / Claude Code\n  \
 mnemo serve --http 127.0.0.1:8080        # Streamable HTTP at http://127.0.0.1:8080/mcp\n  \
 mnemo doctor                             # check the setup and say what to fix\n  \
+mnemo export > backup.jsonl              # back up everything; `mnemo import backup.jsonl` restores\n  \
 DATABASE_URL=postgres://u:p@host/db?sslmode=require mnemo migrate"
 )]
 pub struct Cli {
@@ -70,6 +71,48 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Write every companion, user, memory and relation as JSON lines (a backup), to stdout
+    /// or --output. Progress goes to stderr.
+    Export(ExportArgs),
+    /// Read a file written by `mnemo export` (safe to repeat: ids are kept, present rows are
+    /// skipped), or with --format server-memory the knowledge graph of the reference MCP memory
+    /// server (@modelcontextprotocol/server-memory).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only this user's memories, and the relations between them.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+    /// Leave the embedding vectors out: a much smaller file; a server re-embeds after import.
+    #[arg(long)]
+    pub no_embeddings: bool,
+    /// Write to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file to read (`-` for stdin).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// What the file is.
+    #[arg(long, value_enum, default_value = "mnemo")]
+    pub format: ImportFormat,
+    /// With --format server-memory: the user the memories are about [default: --default-user].
+    /// They go to the configured --companion.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// A file written by `mnemo export`.
+    Mnemo,
+    /// The JSONL knowledge graph of @modelcontextprotocol/server-memory (entities, relations).
+    ServerMemory,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,9 +15,11 @@
 //! - [`transport`]: stdio and HTTP adapters; only stdio writes to stdout.
 //! - [`app`]: assembles the above from a configuration.
 //! - [`doctor`]: `mnemo doctor`'s checks.
+//! - [`backup`]: `mnemo export` / `mnemo import` (JSONL backups, server-memory files).
 
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod doctor;

@@ -86,6 +86,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Db { action } => db_command(action, &config).await,
         Command::Token { action } => token_command(action, &config).await,
+        Command::Export(args) => {
+            mnemo::backup::export_command(&config, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(args) => {
+            mnemo::backup::import_command(&config, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

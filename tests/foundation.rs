@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::*;
@@ -89,29 +88,6 @@ async fn server_answers_initialize_and_lists_tools_over_stdio_and_http() {
         );
     }
     http.cancel().await.ok();
-}
-
-/// A fresh data dir under /tmp (reachable by the unprivileged postgres user).
-fn temp_data_dir(tag: &str) -> PathBuf {
-    let dir = PathBuf::from(format!(
-        "/tmp/mnemo-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
-}
-
-/// `mnemo` on the embedded cluster in `data_dir` (no DATABASE_URL).
-fn embedded_mnemo(data_dir: &Path, companion: &str) -> tokio::process::Command {
-    let db = TestDb {
-        name: String::new(),
-        url: String::new(),
-    };
-    let mut cmd = mnemo(&db, companion, Embed::Hash);
-    cmd.env_remove("DATABASE_URL")
-        .env("MNEMO_DATA_DIR", data_dir)
-        .env("MNEMO_PG_BIN", pg_bin());
-    cmd
 }
 
 #[tokio::test]

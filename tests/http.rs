@@ -12,14 +12,6 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 
-/// A port that was free a moment ago, so a restarted server can reuse it.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 async fn http_server_on(cmd: tokio::process::Command, port: u16) -> HttpServer {
     let server = http_server_at(cmd, &format!("127.0.0.1:{port}")).await;
     assert!(server.url.contains(&port.to_string()));

@@ -44,8 +44,20 @@ pub enum DbError {
     Migration { name: String, message: String },
     #[error("TLS setup failed: {0}")]
     Tls(String),
-    #[error(transparent)]
+    #[error("{}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
+}
+
+/// A PostgreSQL error with the server's own message ("db error" alone, as
+/// tokio_postgres displays it, says nothing).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 impl From<deadpool_postgres::PoolError> for DbError {
@@ -66,6 +78,7 @@ pub struct Db {
     /// Where the data lives, for logs and `doctor` (never includes a password).
     pub location: String,
     pool_wait: Duration,
+    connect_timeout: Duration,
 }
 
 /// Queries slower than this are logged as slow.
@@ -73,9 +86,19 @@ pub const SLOW_QUERY: Duration = Duration::from_millis(100);
 
 impl Db {
     /// A pooled connection, or a clear error once the wait timeout passes.
+    ///
+    /// While PostgreSQL is down this fails within the connect timeout (the
+    /// pool opens a new connection for each request, since closed ones are
+    /// never handed out); once it is back, the next request connects again.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        use deadpool_postgres::{PoolError, TimeoutType};
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Timeout(_) => DbError::PoolTimeout(self.pool_wait),
+            PoolError::Timeout(TimeoutType::Wait) => DbError::PoolTimeout(self.pool_wait),
+            PoolError::Timeout(_) => DbError::Connect(format!(
+                "no answer within {:?} (is PostgreSQL running and reachable?)",
+                self.connect_timeout
+            )),
+            PoolError::Backend(e) => DbError::Connect(describe(&e)),
             other => DbError::from(other),
         })
     }
@@ -169,6 +192,7 @@ pub async fn connect(config: &Config, embedding_dim: usize) -> Result<Db, DbErro
         pool,
         location,
         pool_wait: config.pool_wait,
+        connect_timeout: config.connect_timeout,
     };
     let mut client = db.client().await?;
     check_server(&client).await?;

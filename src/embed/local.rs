@@ -249,7 +249,6 @@ fn relayout_linear_weights(
         .collect()
 }
 
-
 impl Embedder for LocalEmbedder {
     fn dim(&self) -> usize {
         self.inner.dim

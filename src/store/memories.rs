@@ -7,7 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Kind, MEMORY_COLUMNS, Memory, Scope, Store, StoreError, to_vector};
+use super::{Kind, MEMORY_COLUMNS, Memory, Scope, Store, StoreError, retry_on_conflict, to_vector};
 
 /// A memory to store. Content is already validated and trimmed.
 #[derive(Debug, Clone)]
@@ -128,11 +128,19 @@ impl Store {
         embedding: Option<Vec<f32>>,
         model: &str,
     ) -> Result<StoreOutcome, StoreError> {
-        let client = self.client().await?;
-        insert_one(&client, scope, memory, embedding, model).await
+        let embedding = &embedding;
+        retry_on_conflict(|| async move {
+            let client = self.client().await?;
+            insert_one(&client, scope, memory, embedding.clone(), model).await
+        })
+        .await
     }
 
     /// Stores many memories in one transaction: all or none.
+    ///
+    /// Rows are written in (user, content hash) order, whatever the input
+    /// order, so concurrent batches sharing contents lock them in the same
+    /// order instead of deadlocking; results come back in input order.
     pub async fn insert_batch(
         &self,
         scope: &Scope,
@@ -140,14 +148,24 @@ impl Store {
         embeddings: Vec<Option<Vec<f32>>>,
         model: &str,
     ) -> Result<Vec<StoreOutcome>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let mut out = Vec::with_capacity(memories.len());
-        for (memory, embedding) in memories.iter().zip(embeddings) {
-            out.push(insert_one(&tx, scope, memory, embedding, model).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        let mut order: Vec<usize> = (0..memories.len()).collect();
+        let hashes: Vec<Vec<u8>> = memories.iter().map(|m| content_hash(&m.content)).collect();
+        order.sort_by(|&a, &b| {
+            (&memories[a].user, &hashes[a]).cmp(&(&memories[b].user, &hashes[b]))
+        });
+        let (order, embeddings) = (&order, &embeddings);
+        retry_on_conflict(|| async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let mut out: Vec<Option<StoreOutcome>> = vec![None; memories.len()];
+            for &i in order {
+                let embedding = embeddings.get(i).cloned().flatten();
+                out[i] = Some(insert_one(&tx, scope, &memories[i], embedding, model).await?);
+            }
+            tx.commit().await?;
+            Ok(out.into_iter().flatten().collect())
+        })
+        .await
     }
 
     /// One memory by id; counts an access.
@@ -216,6 +234,28 @@ impl Store {
     /// the memory since. A content change needs its new `embedding` (or
     /// `None`, to be filled in by the embedding job).
     pub async fn update(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        patch: &MemoryPatch,
+        embedding: Option<Vec<f32>>,
+        model: &str,
+        expected_updated_at: Option<DateTime<Utc>>,
+    ) -> Result<Memory, StoreError> {
+        retry_on_conflict(|| {
+            self.update_once(
+                scope,
+                id,
+                patch,
+                embedding.clone(),
+                model,
+                expected_updated_at,
+            )
+        })
+        .await
+    }
+
+    async fn update_once(
         &self,
         scope: &Scope,
         id: Uuid,
@@ -304,6 +344,15 @@ impl Store {
         id: Uuid,
         archived: bool,
     ) -> Result<Memory, StoreError> {
+        retry_on_conflict(|| self.set_archived_once(scope, id, archived)).await
+    }
+
+    async fn set_archived_once(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        archived: bool,
+    ) -> Result<Memory, StoreError> {
         let client = self.client().await?;
         let sql = format!(
             "UPDATE memories AS m SET archived_at = CASE WHEN $3 THEN coalesce(m.archived_at, now()) ELSE NULL END \
@@ -327,14 +376,19 @@ impl Store {
 
     /// Deletes a memory for good, with its relations.
     pub async fn delete(&self, scope: &Scope, id: Uuid) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("DELETE FROM memories WHERE id = $1 AND companion_id = $2")
-            .await?;
-        match client.execute(&stmt, &[&id, &scope.companion_id]).await? {
-            0 => Err(StoreError::NotFound(id)),
-            _ => Ok(()),
-        }
+        // Deletes of two related memories cascade through their relations
+        // in opposite orders: PostgreSQL may abort one to break the deadlock.
+        retry_on_conflict(|| async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached("DELETE FROM memories WHERE id = $1 AND companion_id = $2")
+                .await?;
+            match client.execute(&stmt, &[&id, &scope.companion_id]).await? {
+                0 => Err(StoreError::NotFound(id)),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     /// Counts for the companion, or for one user of it.
@@ -473,41 +527,51 @@ async fn insert_one(
     let user_id = Store::user_id(client, &memory.user).await?;
     let hash = content_hash(&memory.content);
     let model = embedding.is_some().then_some(model);
+    let vector = to_vector(embedding);
     let insert = client.prepare_cached(INSERT_SQL).await?;
-    let row = client
-        .query_opt(
-            &insert,
-            &[
-                &scope.companion_id,
-                &user_id,
-                &memory.content,
-                &hash,
-                &memory.kind,
-                &memory.importance,
-                &memory.confidence,
-                &memory.tags,
-                &memory.metadata,
-                &to_vector(embedding),
-                &model,
-                &memory.occurred_at,
-                &memory.expires_at,
-            ],
-        )
-        .await?;
-    if let Some(row) = row {
-        return Ok(StoreOutcome {
-            id: row.get(0),
-            created: true,
-        });
-    }
     let existing = client.prepare_cached(EXISTING_SQL).await?;
-    let row = client
-        .query_one(&existing, &[&scope.companion_id, &user_id, &hash])
-        .await?;
-    Ok(StoreOutcome {
-        id: row.get(0),
-        created: false,
-    })
+    // The live twin that made the insert a no-op can be archived or deleted
+    // before we read its id: then the insert is simply tried again.
+    for _ in 0..3 {
+        let row = client
+            .query_opt(
+                &insert,
+                &[
+                    &scope.companion_id,
+                    &user_id,
+                    &memory.content,
+                    &hash,
+                    &memory.kind,
+                    &memory.importance,
+                    &memory.confidence,
+                    &memory.tags,
+                    &memory.metadata,
+                    &vector,
+                    &model,
+                    &memory.occurred_at,
+                    &memory.expires_at,
+                ],
+            )
+            .await?;
+        if let Some(row) = row {
+            return Ok(StoreOutcome {
+                id: row.get(0),
+                created: true,
+            });
+        }
+        if let Some(row) = client
+            .query_opt(&existing, &[&scope.companion_id, &user_id, &hash])
+            .await?
+        {
+            return Ok(StoreOutcome {
+                id: row.get(0),
+                created: false,
+            });
+        }
+    }
+    Err(StoreError::Constraint(
+        "the memory with this content kept changing while storing: try again".into(),
+    ))
 }
 
 pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {

@@ -11,9 +11,11 @@
 //! - `jobs`: background purge of expired memories and embedding backfill
 //! - `contexts`: conversation logs (append, read, fork, delete) and message search
 //! - `catalog`: resource listing, user profiles and completion candidates
+//! - `export`: streaming export and batched, id-preserving import (backups)
 
 pub mod catalog;
 pub mod contexts;
+pub mod export;
 pub mod jobs;
 pub mod keys;
 pub mod memories;
@@ -71,8 +73,53 @@ pub enum StoreError {
     VersionOutOfRange { id: Uuid, version: i64, latest: i64 },
     #[error("invalid value: {0}")]
     Constraint(String),
+    #[error("cannot write the export: {0}")]
+    Write(std::io::Error),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+impl StoreError {
+    /// PostgreSQL aborted the transaction to break a deadlock (or a
+    /// serialization conflict): nothing it did remains, so it may run again.
+    fn is_aborted_by_conflict(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            StoreError::Db(DbError::Postgres(e)) => matches!(
+                e.code(),
+                Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// How often a write is tried when PostgreSQL keeps aborting it to break deadlocks.
+const CONFLICT_ATTEMPTS: u32 = 4;
+
+/// Runs `op` again when PostgreSQL aborted it to break a deadlock. Two
+/// deletes cascading through the same relations, or a batch store racing an
+/// update for the same content, can lock rows in opposite orders; PostgreSQL
+/// then rolls one of them back, and the caller should not see that.
+pub(crate) async fn retry_on_conflict<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if attempt < CONFLICT_ATTEMPTS && e.is_aborted_by_conflict() => {
+                tracing::info!(error = %e, attempt, "transaction aborted by a lock conflict; running it again");
+                // A little jitter so the two sides do not collide again in lockstep.
+                let pause = rand::random_range(5..50u64) * u64::from(attempt);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{MEMORY_COLUMNS, Memory, Relation, Scope, Store, StoreError};
+use super::{MEMORY_COLUMNS, Memory, Relation, Scope, Store, StoreError, retry_on_conflict};
 
 /// One hop of a traversal path.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -44,7 +44,39 @@ impl Store {
         relation: Relation,
         strength: f32,
     ) -> Result<Related, StoreError> {
+        retry_on_conflict(|| self.relate_once(scope, from, to, relation, strength)).await
+    }
+
+    async fn relate_once(
+        &self,
+        scope: &Scope,
+        from: Uuid,
+        to: Uuid,
+        relation: Relation,
+        strength: f32,
+    ) -> Result<Related, StoreError> {
         let client = self.client().await?;
+        // Relating again with the same strength changes nothing, not even
+        // updated_at (the update trigger would touch it): re-imports and
+        // retried calls stay idempotent.
+        let same = client
+            .prepare_cached(
+                "SELECT id FROM memory_relations WHERE companion_id = $1 AND from_id = $2 \
+                 AND to_id = $3 AND relation = $4 AND strength = $5",
+            )
+            .await?;
+        if let Some(row) = client
+            .query_opt(
+                &same,
+                &[&scope.companion_id, &from, &to, &relation, &strength],
+            )
+            .await?
+        {
+            return Ok(Related {
+                id: row.get(0),
+                created: false,
+            });
+        }
         let stmt = client
             .prepare_cached(
                 "INSERT INTO memory_relations AS r (companion_id, from_id, to_id, relation, strength) \
@@ -54,12 +86,20 @@ impl Store {
                  RETURNING r.id, r.xmax = 0",
             )
             .await?;
-        let row = client
+        let row = match client
             .query_opt(
                 &stmt,
                 &[&scope.companion_id, &from, &to, &relation, &strength],
             )
-            .await?;
+            .await
+        {
+            Ok(row) => row,
+            // One of the two was deleted between our read and the foreign-key check.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
         match row {
             Some(row) => Ok(Related {
                 id: row.get(0),

@@ -194,7 +194,10 @@ fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ToolError> {
     };
     let (micros, id) = text.split_once('_').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros)
+        // PostgreSQL's timestamps start in 4713 BC; chrono's go further back.
+        .filter(|at| chrono::Datelike::year(at) > -4712)
+        .ok_or_else(bad)?;
     let id = Uuid::parse_str(id).map_err(|_| bad())?;
     Ok((at, id))
 }

@@ -326,3 +326,85 @@ pub async fn tool_error(client: &Client, tool: &str, args: Value) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// `mnemo serve --stdio` and its process, for tests that kill it.
+pub async fn stdio_client_and_child(
+    mut cmd: tokio::process::Command,
+) -> (Client, tokio::process::Child) {
+    cmd.args(["serve", "--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn mnemo");
+    let stdout = child.stdout.take().expect("stdout");
+    let stdin = child.stdin.take().expect("stdin");
+    let client = tokio::time::timeout(Duration::from_secs(60), ().serve((stdout, stdin)))
+        .await
+        .expect("stdio initialize timed out")
+        .expect("stdio initialize failed");
+    (client, child)
+}
+
+/// A port that was free a moment ago, so a restarted server can reuse it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A fresh directory under /tmp (reachable by the unprivileged postgres user).
+pub fn temp_data_dir(tag: &str) -> PathBuf {
+    let dir = PathBuf::from(format!(
+        "/tmp/mnemo-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("create data dir");
+    dir
+}
+
+/// `mnemo` on the embedded cluster in `data_dir` (no DATABASE_URL).
+pub fn embedded_mnemo(data_dir: &std::path::Path, companion: &str) -> tokio::process::Command {
+    let db = TestDb {
+        name: String::new(),
+        url: String::new(),
+    };
+    let mut cmd = mnemo(&db, companion, Embed::Hash);
+    cmd.env_remove("DATABASE_URL")
+        .env("MNEMO_DATA_DIR", data_dir)
+        .env("MNEMO_PG_BIN", pg_bin());
+    cmd
+}
+
+/// The text of a tool error, or None for a success; panics on a protocol
+/// error (a tool must never fail that way).
+pub fn error_text(result: &CallToolResult) -> Option<String> {
+    (result.is_error == Some(true)).then(|| {
+        result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// Stops the embedded cluster in a data dir and removes the dir when
+/// dropped, so a failing test leaves no PostgreSQL behind.
+pub struct StopClusterOnDrop(pub PathBuf);
+
+impl Drop for StopClusterOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args(["db", "stop"])
+            .env_remove("DATABASE_URL")
+            .env("MNEMO_DATA_DIR", &self.0)
+            .env("MNEMO_PG_BIN", pg_bin())
+            .env("MNEMO_CONFIG", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -106,6 +106,16 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
                     "this session belongs to another API key",
                 );
             }
+            // The database is down. Refusing a POST here would make clients see
+            // a transport failure and drop their session; passing it on lets
+            // its tool call fail as a tool error (`unavailable`) and the session
+            // carry on once PostgreSQL is back. Skipping the ownership check
+            // there gives nothing away: the companion comes from the
+            // authenticated principal, and a POST's answer goes only to its
+            // sender. A GET (the session's own event stream) is refused.
+            Err(e) if request.method() == axum::http::Method::POST => {
+                tracing::warn!(error = %e, "session check skipped: the database is unavailable");
+            }
             Err(e) => {
                 tracing::error!(error = %e, "session check failed");
                 return error(

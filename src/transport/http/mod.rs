@@ -2,11 +2,14 @@
 //! `/healthz`, `/readyz` and `/metrics`.
 //!
 //! - `guard`: API keys, rate limits, session ownership;
+//! - `body`: JSON-RPC framing checks (parse error, invalid request, body size)
+//!   that rmcp would answer with the wrong status;
 //! - `sessions`: rmcp's session store on PostgreSQL, so sessions survive
 //!   restarts and move between replicas (no sticky sessions needed);
 //! - Host and Origin validation against DNS rebinding (rmcp), CORS for
 //!   browser clients (tower-http), a request id on every log line.
 
+mod body;
 mod guard;
 mod sessions;
 
@@ -112,13 +115,17 @@ pub fn router(
         config.session_ttl,
         config.rate_limit,
     ));
-    let mcp =
-        Router::new()
-            .route_service("/mcp", mcp)
-            .route_layer(axum::middleware::from_fn_with_state(
-                guard.clone(),
-                guard::guard,
-            ));
+    // The guard runs first (no body is read for a caller it turns away).
+    let mcp = Router::new()
+        .route_service("/mcp", mcp)
+        .route_layer(axum::middleware::from_fn_with_state(
+            config.max_body_bytes,
+            body::check,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard.clone(),
+            guard::guard,
+        ));
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

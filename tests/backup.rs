@@ -1,0 +1,440 @@
+//! Backups and moving in: `mnemo export` / `mnemo import` round-trip every
+//! row exactly and are idempotent; a knowledge graph from the reference MCP
+//! memory server becomes searchable, related memories.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn run(db: &TestDb, args: &[&str]) -> Output {
+    let out = mnemo(db, "default", Embed::Hash)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run mnemo");
+    assert!(
+        out.status.success(),
+        "mnemo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every row of the exported tables, as JSON text, in a stable order.
+async fn dump(db: &TestDb) -> Vec<String> {
+    let sql = db.sql().await;
+    let mut out = Vec::new();
+    for table in ["companions", "users", "memories", "memory_relations"] {
+        let row = sql
+            .query_one(
+                &format!("SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.id), '[]')::text FROM {table} t"),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push(row.get(0));
+    }
+    out
+}
+
+fn lines_without_header(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+async fn count(db: &TestDb, query: &str) -> i64 {
+    db.sql().await.query_one(query, &[]).await.unwrap().get(0)
+}
+
+/// A database with a bit of everything: two companions, several users,
+/// archived, expiring, updated and unembedded memories, relations.
+async fn populate(db: &TestDb) {
+    let client = stdio_client(mnemo(db, "default", Embed::Hash)).await;
+    let a = ok(&client, "store_memory", json!({"content": "Ana adopted a beagle named Max", "user_id": "ana",
+        "kind": "fact", "importance": 8, "confidence": 0.75, "tags": ["pets", "family"],
+        "metadata": {"source": "chat", "nested": {"n": [1, 2.5, null, "ü"]}}, "occurred_at": "2024-05-08T13:56:00.123456Z"})).await;
+    let b = ok(&client, "store_memory", json!({"content": "Ana walks Max every morning", "user_id": "ana", "kind": "experience", "ttl_hours": 1000})).await;
+    let c = ok(
+        &client,
+        "store_memory",
+        json!({"content": "Ana used to have a cat", "user_id": "ana"}),
+    )
+    .await;
+    let d = ok(
+        &client,
+        "store_memory",
+        json!({"content": "Bob prefers tea", "user_id": "bob", "kind": "preference"}),
+    )
+    .await;
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    ok(
+        &client,
+        "relate_memories",
+        json!({"from_id": id(&b), "to_id": id(&a), "relation": "elaborates", "strength": 0.6}),
+    )
+    .await;
+    ok(
+        &client,
+        "relate_memories",
+        json!({"from_id": id(&c), "to_id": id(&a), "relation": "follows"}),
+    )
+    .await;
+    ok(&client, "archive_memory", json!({"id": id(&c)})).await;
+    ok(
+        &client,
+        "update_memory",
+        json!({"id": id(&d), "content": "Bob prefers green tea", "importance": 3}),
+    )
+    .await;
+    ok(&client, "get_memory", json!({"id": id(&a)})).await;
+    client.cancel().await.ok();
+    let other = stdio_client(mnemo(db, "other", Embed::Hash)).await;
+    ok(
+        &other,
+        "store_memory",
+        json!({"content": "Ana adopted a beagle named Max", "user_id": "ana"}),
+    )
+    .await;
+    other.cancel().await.ok();
+    // One memory still waiting for its embedding.
+    db.sql()
+        .await
+        .execute("UPDATE memories SET embedding = NULL, embedding_model = NULL WHERE content = 'Bob prefers green tea'", &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn export_then_import_is_lossless_and_importing_again_changes_nothing() {
+    let source = fresh_db().await;
+    populate(&source).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    run(&source, &["export", "--output", a.to_str().unwrap()]).await;
+    // stdout export is the same (besides the header's time).
+    let stdout = run(&source, &["export"]).await;
+    let via_stdout: Vec<String> = String::from_utf8(stdout.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(via_stdout, lines_without_header(&a));
+    let header: Value =
+        serde_json::from_str(std::fs::read_to_string(&a).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(header["type"], "header");
+    assert_eq!(header["format"], "mnemo-export");
+    assert_eq!(header["version"], 1);
+
+    let target = fresh_db().await;
+    let out = run(&target, &["import", a.to_str().unwrap()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("imported 2 companions, 2 users, 5 memories, 2 relations"),
+        "{stderr}"
+    );
+    assert_eq!(
+        dump(&target).await,
+        dump(&source).await,
+        "rows differ after the round trip"
+    );
+
+    let b = dir.path().join("b.jsonl");
+    run(&target, &["export", "-o", b.to_str().unwrap()]).await;
+    assert_eq!(lines_without_header(&b), lines_without_header(&a));
+
+    // Importing again (and into the source itself) changes nothing.
+    let before = dump(&target).await;
+    let out = run(&target, &["import", a.to_str().unwrap()]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "imported 0 companions, 0 users, 0 memories, 0 relations (11 already present)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dump(&target).await, before);
+    let source_before = dump(&source).await;
+    run(&source, &["import", a.to_str().unwrap()]).await;
+    assert_eq!(dump(&source).await, source_before);
+}
+
+#[tokio::test]
+async fn export_of_one_user_without_embeddings_is_reembedded_after_import() {
+    let source = fresh_db().await;
+    populate(&source).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ana.jsonl");
+    run(
+        &source,
+        &[
+            "export",
+            "--user",
+            "ana",
+            "--no-embeddings",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let records: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |t: &str| records.iter().filter(|r| r["type"] == t).count();
+    assert_eq!(
+        (
+            of("header"),
+            of("companion"),
+            of("user"),
+            of("memory"),
+            of("relation")
+        ),
+        (1, 2, 1, 4, 2)
+    );
+    assert!(records.iter().all(|r| r.get("embedding").is_none()));
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["type"] == "memory")
+            .all(|r| r["user"] == "ana")
+    );
+
+    let target = fresh_db().await;
+    run(&target, &["import", file.to_str().unwrap()]).await;
+    assert_eq!(
+        count(
+            &target,
+            "SELECT count(*) FROM memories WHERE embedding IS NULL"
+        )
+        .await,
+        4
+    );
+    // A server embeds them in the background; vector search then finds them.
+    let client = stdio_client(mnemo(&target, "default", Embed::Hash)).await;
+    let began = Instant::now();
+    while count(
+        &target,
+        "SELECT count(*) FROM memories WHERE embedding IS NULL",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "never re-embedded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let found = ok(&client, "search_memories", json!({"query": "Ana walks Max every morning", "user_id": "ana", "mode": "semantic", "limit": 1})).await;
+    assert_eq!(
+        found["results"][0]["content"],
+        "Ana walks Max every morning"
+    );
+    client.cancel().await.ok();
+
+    let missing = mnemo(&source, "default", Embed::Hash)
+        .args(["export", "--user", "nobody-here"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nobody-here"));
+}
+
+#[tokio::test]
+async fn large_imports_report_progress_and_bad_lines_name_their_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.jsonl");
+    let mut text = String::new();
+    text.push_str(&json!({"type": "header", "format": "mnemo-export", "version": 1, "exported_at": "2024-01-01T00:00:00Z", "mnemo_version": "0", "embedding_dim": 384}).to_string());
+    text.push('\n');
+    let mut ids = Vec::new();
+    for i in 0..2500 {
+        let id = uuid::Uuid::new_v4();
+        ids.push(id);
+        text.push_str(&json!({"type": "memory", "id": id, "companion": "default", "user": format!("user{}", i % 7),
+            "content": format!("bulk memory number {i}"), "kind": "fact", "importance": 5, "confidence": 1.0, "tags": [],
+            "metadata": {}, "occurred_at": "2024-01-01T00:00:00Z", "expires_at": null, "archived_at": null,
+            "access_count": 0, "last_accessed_at": null, "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z"}).to_string());
+        text.push('\n');
+    }
+    for w in ids.windows(2).take(300) {
+        text.push_str(&json!({"type": "relation", "id": uuid::Uuid::new_v4(), "companion": "default", "from_id": w[0], "to_id": w[1],
+            "relation": "follows", "strength": 1.0, "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z"}).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&file, &text).unwrap();
+    let db = fresh_db().await;
+    let out = run(&db, &["import", file.to_str().unwrap()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "import: 1000 records read",
+        "import: 2000 records read",
+        "2500 memories, 300 relations",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM memories").await, 2500);
+    assert_eq!(count(&db, "SELECT count(*) FROM users").await, 7);
+
+    // A broken line is reported by number, and what came before it is kept.
+    let broken = dir.path().join("broken.jsonl");
+    let mut lines: Vec<&str> = text.lines().take(10).collect();
+    lines.push("{\"type\": \"memory\", \"oops\": true}");
+    std::fs::write(&broken, lines.join("\n")).unwrap();
+    let out = mnemo(&db, "default", Embed::Hash)
+        .args(["import", broken.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 11"), "{stderr}");
+    // A server-memory file given as a mnemo export says what to do.
+    let graph = dir.path().join("graph.jsonl");
+    std::fs::write(
+        &graph,
+        "{\"type\":\"entity\",\"name\":\"A\",\"entityType\":\"x\",\"observations\":[]}\n",
+    )
+    .unwrap();
+    let out = mnemo(&db, "default", Embed::Hash)
+        .args(["import", graph.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--format server-memory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const KNOWLEDGE_GRAPH: &str = r#"{"type":"entity","name":"John_Smith","entityType":"person","observations":["Speaks fluent Spanish","Graduated in 2019"]}
+{"type":"entity","name":"Anthropic","entityType":"organization","observations":["Builds Claude"]}
+{"type":"relation","from":"John_Smith","to":"Anthropic","relationType":"works_at"}
+{"type":"relation","from":"John_Smith","to":"Madrid","relationType":"lives_in"}
+{"type":"entity","name":"Empty_Entity","entityType":"thing","observations":[]}
+"#;
+
+#[tokio::test]
+async fn a_server_memory_knowledge_graph_imports_as_searchable_related_memories() {
+    let db = fresh_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("memory.jsonl");
+    std::fs::write(&file, KNOWLEDGE_GRAPH).unwrap();
+    run(
+        &db,
+        &[
+            "import",
+            "--format",
+            "server-memory",
+            "--user",
+            "john",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    // 4 anchors (John, Anthropic, Empty, and Madrid which only a relation names),
+    // 3 observations, 2 relation statements.
+    assert_eq!(count(&db, "SELECT count(*) FROM memories").await, 9);
+    // 3 observations + 2 statements elaborate their anchors; 2 references between anchors.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM memory_relations WHERE relation = 'elaborates'"
+        )
+        .await,
+        5
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM memory_relations WHERE relation = 'references'"
+        )
+        .await,
+        2
+    );
+    let before = dump(&db).await;
+    run(
+        &db,
+        &[
+            "import",
+            "--format",
+            "server-memory",
+            "--user",
+            "john",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        dump(&db).await,
+        before,
+        "importing the graph again must change nothing"
+    );
+
+    let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
+    let found = ok(
+        &client,
+        "search_memories",
+        json!({"query": "Spanish", "user_id": "john", "mode": "keyword"}),
+    )
+    .await;
+    let hit = &found["results"][0];
+    assert_eq!(hit["content"], "John_Smith (person): Speaks fluent Spanish");
+    assert_eq!(hit["tags"], json!(["person", "John_Smith"]));
+    assert_eq!(hit["metadata"]["source"], "server-memory");
+    let anchor_id: String = db
+        .sql()
+        .await
+        .query_one(
+            "SELECT id::text FROM memories WHERE content = 'John_Smith is a person.'",
+            &[],
+        )
+        .await
+        .expect("John's anchor memory")
+        .get(0);
+    let related = ok(
+        &client,
+        "related_memories",
+        json!({"id": anchor_id, "relations": ["references"]}),
+    )
+    .await;
+    let contents: Vec<&str> = related["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["memory"]["content"].as_str().unwrap())
+        .collect();
+    assert!(
+        contents.contains(&"Anthropic is an organization.")
+            && contents.contains(&"Madrid is an entity."),
+        "{contents:?}"
+    );
+    // Embedded by the server's backfill job, then found by meaning too.
+    let began = Instant::now();
+    while count(&db, "SELECT count(*) FROM memories WHERE embedding IS NULL").await > 0 {
+        assert!(began.elapsed() < Duration::from_secs(30), "never embedded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let found = ok(&client, "search_memories", json!({"query": "John_Smith works_at Anthropic", "user_id": "john", "mode": "semantic", "limit": 1})).await;
+    assert_eq!(
+        found["results"][0]["content"],
+        "John_Smith works_at Anthropic"
+    );
+    client.cancel().await.ok();
+}
