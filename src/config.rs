@@ -434,6 +434,15 @@ pub fn default_data_dir() -> PathBuf {
     home_dir().join(".local/share/mnemo")
 }
 
+/// Where scripts/setup.sh installs PostgreSQL and the model: MNEMO_RUNTIME_DIR,
+/// else `<default data dir>/runtime` (the rule scripts/setup.sh follows too).
+pub fn default_runtime_dir() -> PathBuf {
+    std::env::var_os("MNEMO_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_data_dir().join("runtime"))
+}
+
 fn home_dir() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)

@@ -78,8 +78,6 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-/// Where `scripts/setup.sh` installs the PostgreSQL binaries.
-pub const DEFAULT_PG_BIN_DIR: &str = "/var/lib/mnemo/runtime/pg/pgserver/pginstall/bin";
 /// The user PostgreSQL runs as when mnemo runs as root and no other is given.
 pub const DEFAULT_RUN_AS: &str = "nobody";
 
@@ -1190,7 +1188,9 @@ mod tests {
     fn bin_dir() -> PathBuf {
         let dir = std::env::var_os("MNEMO_PG_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN_DIR));
+            .unwrap_or_else(|| {
+                crate::config::default_runtime_dir().join("pg/pgserver/pginstall/bin")
+            });
         for name in REQUIRED_BINARIES {
             assert!(
                 dir.join(name).is_file(),

