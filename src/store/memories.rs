@@ -177,10 +177,12 @@ impl Store {
              AND (m.expires_at IS NULL OR m.expires_at > now()) RETURNING {MEMORY_COLUMNS}"
         );
         let stmt = client.prepare_cached(&sql).await?;
-        let row = client
-            .query_opt(&stmt, &[&id, &scope.companion_id])
-            .await?
-            .ok_or(StoreError::NotFound(id))?;
+        let row = super::timed(
+            "get_memory",
+            client.query_opt(&stmt, &[&id, &scope.companion_id]),
+        )
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
         Ok(Memory::from_row(&row))
     }
 
@@ -208,8 +210,9 @@ impl Store {
             Some((at, id)) => (Some(at), Some(id)),
             None => (None, None),
         };
-        let rows = client
-            .query(
+        let rows = super::timed(
+            "list_memories",
+            client.query(
                 &stmt,
                 &[
                     &scope.companion_id,
@@ -225,8 +228,9 @@ impl Store {
                     &cursor_id,
                     &limit,
                 ],
-            )
-            .await?;
+            ),
+        )
+        .await?;
         Ok(rows.iter().map(Memory::from_row).collect())
     }
 
@@ -291,8 +295,9 @@ impl Store {
             None => (false, None),
         };
         let has_embedding = embedding.is_some();
-        let result = client
-            .query_opt(
+        let result = super::timed(
+            "update_memory",
+            client.query_opt(
                 &stmt,
                 &[
                     &id,
@@ -311,8 +316,9 @@ impl Store {
                     &has_embedding.then_some(model),
                     &expected_updated_at,
                 ],
-            )
-            .await;
+            ),
+        )
+        .await;
         let row = match result {
             Ok(row) => row,
             Err(e) if is_unique_violation(&e) => {
@@ -533,8 +539,9 @@ async fn insert_one(
     // The live twin that made the insert a no-op can be archived or deleted
     // before we read its id: then the insert is simply tried again.
     for _ in 0..3 {
-        let row = client
-            .query_opt(
+        let row = super::timed(
+            "store_memory",
+            client.query_opt(
                 &insert,
                 &[
                     &scope.companion_id,
@@ -551,8 +558,9 @@ async fn insert_one(
                     &memory.occurred_at,
                     &memory.expires_at,
                 ],
-            )
-            .await?;
+            ),
+        )
+        .await?;
         if let Some(row) = row {
             return Ok(StoreOutcome {
                 id: row.get(0),

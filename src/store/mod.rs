@@ -389,6 +389,15 @@ async fn upsert_id(
     Ok(row.get(0))
 }
 
+/// Awaits one statement, logging it as slow (with `name`) past
+/// [`crate::db::SLOW_QUERY`].
+pub(crate) async fn timed<T>(name: &str, statement: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = statement.await;
+    crate::db::note_duration(name, started);
+    out
+}
+
 /// A vector for pgvector, or NULL.
 pub(crate) fn to_vector(v: Option<Vec<f32>>) -> Option<Vector> {
     v.map(Vector::from)
