@@ -516,7 +516,7 @@ impl Store {
             .roles
             .as_ref()
             .map(|r| r.iter().map(|r| r.as_str()).collect());
-        let stmt = client.prepare_cached(&search_sql()).await?;
+        let stmt = client.prepare_cached(&SEARCH_SQL).await?;
         let started = std::time::Instant::now();
         let rows = client
             .query(
@@ -602,6 +602,9 @@ const EMBED_BATCH: i64 = 32;
 
 /// Parameters: $1 context (or NULL), $2 companion, $3 user, $4 roles,
 /// $5 vector, $6 text, $7 use vectors, $8 use text, $9 candidates, $10 limit.
+/// Built once: the statement text is the prepared-statement cache key.
+static SEARCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(search_sql);
+
 fn search_sql() -> String {
     let filter = "m.companion_id = $2 AND m.deleted_at IS NULL \
          AND ($4::text[] IS NULL OR m.role::text = ANY($4)) \
@@ -613,28 +616,23 @@ fn search_sql() -> String {
             UNION ALL \
             SELECT c.id, NULL::bigint FROM contexts c \
             WHERE $1::uuid IS NULL AND c.companion_id = $2 AND c.user_id = $3 AND c.deleted_at IS NULL \
-         ), sem AS ( \
-            SELECT id, row_number() OVER (ORDER BY dist, id) AS rank FROM ( \
-                SELECT m.id, m.embedding <=> $5 AS dist FROM messages m \
-                WHERE $7::bool AND m.embedding IS NOT NULL AND {filter} \
-                ORDER BY m.embedding <=> $5 LIMIT $9) s \
-         ), q AS ( \
-            SELECT replace(plainto_tsquery('english', $6)::text, ' & ', ' | ')::tsquery AS query \
-         ), kw AS ( \
-            SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rank FROM ( \
-                SELECT m.id, ts_rank_cd(m.search_tsv, q.query, 1) AS rank FROM messages m, q \
-                WHERE $8::bool AND m.search_tsv @@ q.query AND {filter} \
-                ORDER BY 2 DESC LIMIT $9) k \
-         ), fused AS ( \
-            SELECT coalesce(sem.id, kw.id) AS id, \
-                   coalesce(1.0 / (60 + sem.rank), 0) + coalesce(1.0 / (60 + kw.rank), 0) AS rrf \
-            FROM sem FULL JOIN kw ON sem.id = kw.id \
-         ) \
+         ), {fusion} \
          SELECT {MESSAGE_COLUMNS}, c.name, u.external_id, f.rrf::float8 AS score \
          FROM fused f JOIN messages m ON m.id = f.id \
          JOIN contexts c ON c.id = m.context_id JOIN users u ON u.id = c.user_id \
          ORDER BY score DESC, m.created_at DESC, m.id LIMIT $10",
         chain = chain_sql("$1", "$2", "NULL"),
+        fusion = super::search::fusion_ctes(
+            "messages",
+            filter,
+            &super::search::FusionParams {
+                vector: "$5",
+                text: "$6",
+                use_vector: "$7",
+                use_text: "$8",
+                candidates: "$9",
+            },
+        ),
     )
 }
 

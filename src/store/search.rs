@@ -58,26 +58,66 @@ const NEIGHBOUR: f64 = 0.35;
 /// How many of the best fused candidates spread score to neighbours.
 const NEIGHBOUR_POOL: i64 = 50;
 
-fn search_sql() -> String {
+/// Where a hybrid search finds its inputs: SQL placeholders.
+pub(crate) struct FusionParams<'a> {
+    pub vector: &'a str,
+    pub text: &'a str,
+    pub use_vector: &'a str,
+    pub use_text: &'a str,
+    pub candidates: &'a str,
+}
+
+/// The `sem`, `q`, `kw` and `fused` CTEs of a hybrid search over `table`
+/// (aliased `m`, with `embedding` and `search_tsv` columns): the best
+/// vector and full-text candidates under `filter`, fused by weighted RRF
+/// into `fused(id, rrf)`. Memories and messages rank the same way.
+pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String {
+    let FusionParams {
+        vector,
+        text,
+        use_vector,
+        use_text,
+        candidates,
+    } = p;
     format!(
-        "WITH sem AS ( \
+        "sem AS ( \
             SELECT id, row_number() OVER (ORDER BY dist, id) AS rank FROM ( \
-                SELECT m.id, m.embedding <=> $10 AS dist FROM memories m \
-                WHERE $12::bool AND m.embedding IS NOT NULL AND {FILTER_SQL} \
-                ORDER BY m.embedding <=> $10 LIMIT $14) s \
+                SELECT m.id, m.embedding <=> {vector} AS dist FROM {table} m \
+                WHERE {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} \
+                ORDER BY m.embedding <=> {vector} LIMIT {candidates}) s \
          ), q AS ( \
-            SELECT replace(plainto_tsquery('english', $11)::text, ' & ', ' | ')::tsquery AS query \
+            SELECT replace(plainto_tsquery('english', {text})::text, ' & ', ' | ')::tsquery AS query \
          ), kw AS ( \
             SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rank FROM ( \
-                SELECT m.id, ts_rank_cd(m.search_tsv, q.query, 1) AS rank FROM memories m, q \
-                WHERE $13::bool AND m.search_tsv @@ q.query AND {FILTER_SQL} \
-                ORDER BY 2 DESC LIMIT $14) k \
+                SELECT m.id, ts_rank_cd(m.search_tsv, q.query, 1) AS rank FROM {table} m, q \
+                WHERE {use_text}::bool AND m.search_tsv @@ q.query AND {filter} \
+                ORDER BY 2 DESC LIMIT {candidates}) k \
          ), fused AS ( \
             SELECT coalesce(sem.id, kw.id) AS id, \
                    coalesce({W_SEMANTIC:?} / ({RRF_K:?} + sem.rank), 0) \
                  + coalesce({W_KEYWORD:?} / ({RRF_K:?} + kw.rank), 0) AS rrf \
             FROM sem FULL JOIN kw ON sem.id = kw.id \
-         ), top AS ( \
+         )"
+    )
+}
+
+/// Built once: the statement text is the prepared-statement cache key.
+static SEARCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(search_sql);
+
+fn search_sql() -> String {
+    let fusion = fusion_ctes(
+        "memories",
+        FILTER_SQL,
+        &FusionParams {
+            vector: "$10",
+            text: "$11",
+            use_vector: "$12",
+            use_text: "$13",
+            candidates: "$14",
+        },
+    );
+    format!(
+        "WITH {fusion}, top AS ( \
             SELECT id, rrf FROM fused ORDER BY rrf DESC, id LIMIT {NEIGHBOUR_POOL} \
          ), spread AS ( \
             SELECT n.id, t.rrf FROM top t JOIN memories c ON c.id = t.id \
@@ -130,7 +170,7 @@ impl Store {
         // when the semantic side is switched off.
         let dim = self.embedding_dim();
         let vector = Vector::from(embedding.unwrap_or_else(|| vec![0.0; dim]));
-        let stmt = client.prepare_cached(&search_sql()).await?;
+        let stmt = client.prepare_cached(&SEARCH_SQL).await?;
         let started = std::time::Instant::now();
         let rows = client
             .query(
