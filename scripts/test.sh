@@ -6,9 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+# Examples are built (so they cannot rot) but hold no tests to run.
 cargo build --locked --all-targets
-status=0
-cargo test --locked --all-targets "$@" || status=$?
+log=$(mktemp)
+set +e
+cargo test --locked --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
 # The shared test cluster outlives the test processes by design; stop it.
 target/debug/mnemo db stop --data-dir "/tmp/mnemo-test-$(id -u)" >/dev/null 2>&1 || true
-exit $status
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

@@ -47,7 +47,7 @@ async fn questions_find_memories_by_meaning_with_the_local_model() {
             .all(|r| r["embedded"] == true),
         "{stored}"
     );
-    // No query shares a content word with its answer.
+    // Queries share at most one word with their answer, and some share one with a wrong one.
     let cases = [
         ("what pet does the user have?", MEMORIES[0]),
         ("which foods could cause an allergic reaction?", MEMORIES[2]),
