@@ -826,10 +826,11 @@ async fn batch_store_sends_progress_notifications() {
         .await
         .unwrap();
     let response = handle.await_response().await.unwrap();
-    assert!(
-        format!("{response:?}").contains("\"created\": Number(100)")
-            || format!("{response:?}").contains("created")
-    );
+    let rmcp::model::ServerResult::CallToolResult(result) = response else {
+        panic!("store_memories answered {response:?}");
+    };
+    let stored = result.structured_content.expect("structured result");
+    assert_eq!(stored["created"], 100, "{stored}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = recorder.0.lock().unwrap().clone();
     assert_eq!(seen.len(), 4, "one notification per chunk of 32: {seen:?}");
