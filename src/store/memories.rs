@@ -129,9 +129,20 @@ impl Store {
         model: &str,
     ) -> Result<StoreOutcome, StoreError> {
         let embedding = &embedding;
+        let hash = &content_hash(&memory.content);
         retry_on_conflict(|| async move {
             let client = self.client().await?;
-            insert_one(&client, scope, memory, embedding.clone(), model).await
+            let user_id = Store::user_id(&client, &memory.user).await?;
+            insert_one(
+                &client,
+                scope,
+                user_id,
+                memory,
+                hash,
+                embedding.clone(),
+                model,
+            )
+            .await
         })
         .await
     }
@@ -153,14 +164,27 @@ impl Store {
         order.sort_by(|&a, &b| {
             (&memories[a].user, &hashes[a]).cmp(&(&memories[b].user, &hashes[b]))
         });
-        let (order, embeddings) = (&order, &embeddings);
+        let (order, embeddings, hashes) = (&order, &embeddings, &hashes);
         retry_on_conflict(|| async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let mut out: Vec<Option<StoreOutcome>> = vec![None; memories.len()];
+            // Sorted by user: each user is looked up once per batch.
+            let mut user: Option<(&str, Uuid)> = None;
             for &i in order {
+                let memory = &memories[i];
+                let user_id = match user {
+                    Some((name, id)) if name == memory.user => id,
+                    _ => {
+                        let id = Store::user_id(&tx, &memory.user).await?;
+                        user = Some((&memory.user, id));
+                        id
+                    }
+                };
                 let embedding = embeddings.get(i).cloned().flatten();
-                out[i] = Some(insert_one(&tx, scope, &memories[i], embedding, model).await?);
+                out[i] = Some(
+                    insert_one(&tx, scope, user_id, memory, &hashes[i], embedding, model).await?,
+                );
             }
             tx.commit().await?;
             Ok(out.into_iter().flatten().collect())
@@ -523,15 +547,16 @@ impl Store {
     }
 }
 
+/// Inserts `memory` of user `user_id` whose content hashes to `hash`.
 async fn insert_one(
     client: &impl GenericClient,
     scope: &Scope,
+    user_id: Uuid,
     memory: &NewMemory,
+    hash: &[u8],
     embedding: Option<Vec<f32>>,
     model: &str,
 ) -> Result<StoreOutcome, StoreError> {
-    let user_id = Store::user_id(client, &memory.user).await?;
-    let hash = content_hash(&memory.content);
     let model = embedding.is_some().then_some(model);
     let vector = to_vector(embedding);
     let insert = client.prepare_cached(INSERT_SQL).await?;
