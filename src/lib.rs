@@ -11,6 +11,7 @@
 //! - [`db`]: pool, TLS, migrations, and the embedded PostgreSQL cluster.
 //! - [`embed`]: the [`embed::Embedder`] interface and its providers.
 //! - [`store`]: every SQL statement; scoped by companion, knows no MCP.
+//! - [`timeframe`]: the dates and periods a search query talks about.
 //! - [`tools`]: the MCP server and its tools; writes no SQL.
 //! - [`transport`]: stdio and HTTP adapters; only stdio writes to stdout.
 //! - [`app`]: assembles the above from a configuration.
@@ -26,5 +27,6 @@ pub mod doctor;
 pub mod embed;
 pub mod metrics;
 pub mod store;
+pub mod timeframe;
 pub mod tools;
 pub mod transport;

@@ -69,3 +69,45 @@ async fn questions_find_memories_by_meaning_with_the_local_model() {
     }
     client.cancel().await.ok();
 }
+
+#[tokio::test]
+async fn a_query_naming_a_time_prefers_memories_from_then() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Local)).await;
+    // Three near-identical memories that differ only in when they happened.
+    let memories = json!({"memories": [
+        {"content": "We went hiking in the hills with the kids", "user_id": "ana", "occurred_at": "2023-03-11T10:00:00Z"},
+        {"content": "We went hiking in the mountains with the kids", "user_id": "ana", "occurred_at": "2023-07-02T10:00:00Z"},
+        {"content": "We went hiking by the lake with the kids", "user_id": "ana", "occurred_at": "2024-10-20T10:00:00Z"},
+    ]});
+    ok(&client, "store_memories", memories).await;
+    for (query, expected_day) in [
+        ("where did we go hiking in July 2023?", "2023-07-02"),
+        ("the hike on March 11, 2023", "2023-03-11"),
+        ("hiking trip in October", "2024-10-20"),
+    ] {
+        let found = ok(
+            &client,
+            "search_memories",
+            json!({"query": query, "user_id": "ana", "limit": 3}),
+        )
+        .await;
+        let first = found["results"][0]["occurred_at"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(first.starts_with(expected_day), "{query}: {found}");
+        assert!(
+            !found["time_windows"].as_array().unwrap().is_empty(),
+            "{query}: the time it names is reported"
+        );
+    }
+    // A query naming no time reads none.
+    let plain = ok(
+        &client,
+        "search_memories",
+        json!({"query": "hiking with the kids", "user_id": "ana"}),
+    )
+    .await;
+    assert_eq!(plain["time_windows"], json!([]), "{plain}");
+    client.cancel().await.ok();
+}

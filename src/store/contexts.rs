@@ -631,6 +631,7 @@ fn search_sql() -> String {
                 use_vector: "$7",
                 use_text: "$8",
                 candidates: "$9",
+                windows: None,
             },
         ),
     )

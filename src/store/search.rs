@@ -1,9 +1,11 @@
-//! Hybrid search: HNSW cosine candidates and full-text candidates, fused by
-//! reciprocal rank fusion (RRF) in one SQL statement, spread to neighbouring
-//! memories, then weighted by importance and recency.
+//! Hybrid search: HNSW cosine candidates, full-text candidates and (when the
+//! query names a time) the memories that happened then, fused by reciprocal
+//! rank fusion (RRF) in one SQL statement, spread to neighbouring memories,
+//! then weighted by importance and recency.
 //!
 //! score = (RRF + 0.45·RRF_neighbour) × (1 + 0.005·(importance − 5)/5) × (1 + 0.003·2^(−age_days/30))
-//! where RRF = Σ 1/(4 + rank) over the lists a memory appears in,
+//! where RRF = Σ 1/(4 + rank) over the lists a memory appears in (the time
+//! list ranks the memories inside the query's time windows by meaning),
 //! RRF_neighbour is the best RRF of the memories stored just before or after
 //! it when both are experiences of the same user within six hours (the
 //! neighbouring turns of a conversation; 0 for other kinds),
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::memories::FILTER_SQL;
 use super::{ListFilter, MEMORY_COLUMNS, Memory, Scope, Store, StoreError};
+use crate::timeframe::TimeWindow;
 
 /// Which candidate lists feed the ranking.
 #[derive(
@@ -53,6 +56,10 @@ const RRF_K: f64 = 4.0;
 /// words beats one first by words and second by meaning, instead of tying.
 const W_SEMANTIC: f64 = 1.001;
 const W_KEYWORD: f64 = 1.0;
+/// Weight of the list of memories inside the time windows a query names.
+const W_TIME: f64 = 1.0;
+/// Time windows holding more memories than this are not ranked as a list.
+const WINDOW_CAP: i64 = 2000;
 /// Share of an experience's score passed to the experiences stored right
 /// before and after it (within six hours of it): the turn of a conversation
 /// that answers a question often sits next to the turn that matches its
@@ -68,6 +75,9 @@ pub(crate) struct FusionParams<'a> {
     pub use_vector: &'a str,
     pub use_text: &'a str,
     pub candidates: &'a str,
+    /// Placeholders for the starts and ends (`timestamptz[]`) of the time
+    /// windows the query names, when the table has `occurred_at`.
+    pub windows: Option<(&'a str, &'a str)>,
 }
 
 /// The `sem`, `q`, `kw` and `fused` CTEs of a hybrid search over `table`
@@ -88,7 +98,35 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         use_vector,
         use_text,
         candidates,
+        windows,
     } = p;
+    // Memories that happened in a window the query names, ranked by meaning:
+    // a third list. Skipped when the windows hold more than WINDOW_CAP
+    // memories: a window that wide says little, and ranking it costs a scan.
+    let (time_list, time_join, time_rrf) = match windows {
+        Some((starts, ends)) => (
+            format!(
+                ", inwin AS ( \
+                    SELECT DISTINCT m.id FROM unnest({starts}::timestamptz[], {ends}::timestamptz[]) w(lo, hi) \
+                    JOIN {table} m ON m.occurred_at >= w.lo AND m.occurred_at < w.hi \
+                    WHERE {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} LIMIT {WINDOW_CAP} + 1 \
+                 ), tw AS ( \
+                    SELECT i.id, row_number() OVER (ORDER BY m.embedding <=> {vector}, i.id) AS rank \
+                    FROM inwin i JOIN {table} m ON m.id = i.id \
+                    WHERE (SELECT count(*) FROM inwin) <= {WINDOW_CAP} \
+                    ORDER BY m.embedding <=> {vector}, i.id LIMIT {candidates} \
+                 )"
+            ),
+            " FULL JOIN tw ON tw.id = coalesce(sem.id, kw.id)",
+            format!(" + coalesce({W_TIME:?} / ({RRF_K:?} + tw.rank), 0)"),
+        ),
+        None => (String::new(), "", String::new()),
+    };
+    let id = if windows.is_some() {
+        "coalesce(sem.id, kw.id, tw.id)"
+    } else {
+        "coalesce(sem.id, kw.id)"
+    };
     format!(
         "sem AS ( \
             SELECT id, row_number() OVER (ORDER BY dist, id) AS rank FROM ( \
@@ -114,11 +152,11 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
                 SELECT mt.id, sum(df.idf * ts_rank(mt.search_tsv, df.lq)) AS rank \
                 FROM matched mt JOIN df ON mt.search_tsv @@ df.lq \
                 GROUP BY mt.id ORDER BY 2 DESC LIMIT {candidates}) k \
-         ), fused AS ( \
-            SELECT coalesce(sem.id, kw.id) AS id, \
+         ){time_list}, fused AS ( \
+            SELECT {id} AS id, \
                    coalesce({W_SEMANTIC:?} / ({RRF_K:?} + sem.rank), 0) \
-                 + coalesce({W_KEYWORD:?} / ({RRF_K:?} + kw.rank), 0) AS rrf \
-            FROM sem FULL JOIN kw ON sem.id = kw.id \
+                 + coalesce({W_KEYWORD:?} / ({RRF_K:?} + kw.rank), 0){time_rrf} AS rrf \
+            FROM sem FULL JOIN kw ON sem.id = kw.id{time_join} \
          )"
     )
 }
@@ -136,6 +174,7 @@ fn search_sql() -> String {
             use_vector: "$12",
             use_text: "$13",
             candidates: "$14",
+            windows: Some(("$16", "$17")),
         },
     );
     format!(
@@ -170,18 +209,53 @@ fn search_sql() -> String {
     )
 }
 
+/// What to search for.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub text: String,
+    /// The text's embedding; needed unless `mode` is keyword.
+    pub embedding: Option<Vec<f32>>,
+    pub mode: SearchMode,
+    /// Times the text talks about: memories that happened then rank higher.
+    pub windows: Vec<TimeWindow>,
+    pub limit: i64,
+}
+
+impl Query {
+    /// A query for `text`, reading the times it names relative to now.
+    /// Keyword searches ignore time (the time list is ranked by meaning).
+    pub fn new(text: String, embedding: Option<Vec<f32>>, mode: SearchMode, limit: i64) -> Self {
+        let windows = match mode {
+            SearchMode::Keyword => Vec::new(),
+            _ => crate::timeframe::windows(&text, chrono::Utc::now()),
+        };
+        Query {
+            text,
+            embedding,
+            mode,
+            windows,
+            limit,
+        }
+    }
+}
+
 impl Store {
-    /// The best `limit` memories for `text` (and its embedding, needed
-    /// unless `mode` is keyword) under `filter`.
+    /// The best `query.limit` memories for `query` under `filter`.
     pub async fn search(
         &self,
         scope: &Scope,
         filter: &ListFilter,
-        text: &str,
-        embedding: Option<Vec<f32>>,
-        mode: SearchMode,
-        limit: i64,
+        query: Query,
     ) -> Result<Vec<Hit>, StoreError> {
+        let Query {
+            text,
+            embedding,
+            mode,
+            windows,
+            limit,
+        } = query;
+        let starts: Vec<_> = windows.iter().map(|w| w.start).collect();
+        let ends: Vec<_> = windows.iter().map(|w| w.end).collect();
         let client = self.client().await?;
         let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
             return Ok(Vec::new());
@@ -213,6 +287,8 @@ impl Store {
                     &use_text,
                     &CANDIDATES.max(limit),
                     &limit,
+                    &starts,
+                    &ends,
                 ],
             )
             .await?;

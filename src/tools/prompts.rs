@@ -13,7 +13,7 @@ use super::output::{Args, ToolError};
 use super::{MnemoServer, validate};
 use crate::store::Scope;
 use crate::store::contexts::Window;
-use crate::store::search::SearchMode;
+use crate::store::search::{Query, SearchMode};
 use crate::store::{Kind, ListFilter};
 
 /// Memories `recall` fills in.
@@ -106,7 +106,11 @@ impl MnemoServer {
         };
         let hits = app
             .store
-            .search(&scope, &filter, &topic, embedding, mode, RECALL_LIMIT)
+            .search(
+                &scope,
+                &filter,
+                Query::new(topic.clone(), embedding, mode, RECALL_LIMIT),
+            )
             .await?;
         let text = if hits.is_empty() {
             format!(

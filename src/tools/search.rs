@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::output::{Args, Out, Render, ToolError, ToolResult};
 use super::{MnemoServer, validate};
-use crate::store::search::SearchMode;
+use crate::store::search::{Query, SearchMode};
 use crate::store::{Kind, ListFilter, Memory};
+use crate::timeframe::TimeWindow;
 
 /// How `tags` must match.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -121,6 +122,9 @@ pub struct SearchHit {
 pub struct SearchResult {
     /// Best first.
     pub results: Vec<SearchHit>,
+    /// The times the query was read as talking about ("in May 2023", "two
+    /// weeks ago"); memories that happened then rank higher. Empty if none.
+    pub time_windows: Vec<TimeWindow>,
 }
 
 impl Render for SearchResult {
@@ -226,11 +230,11 @@ impl MnemoServer {
             SearchMode::Keyword => None,
             _ => Some(app.embed_query(&query).await?),
         };
-        let hits = app
-            .store
-            .search(&self.scope(&ext), &filter, &query, embedding, mode, limit)
-            .await?;
+        let query = Query::new(query, embedding, mode, limit);
+        let windows = query.windows.clone();
+        let hits = app.store.search(&self.scope(&ext), &filter, query).await?;
         Ok(Out(SearchResult {
+            time_windows: windows,
             results: hits
                 .into_iter()
                 .map(|h| SearchHit {
