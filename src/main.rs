@@ -66,6 +66,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 mnemo::transport::stdio::serve(app.clone(), shutdown.clone()).await?;
             }
             shutdown.cancel();
+            // Reads counted since the last background flush.
+            if let Err(e) = app.store.flush_access().await {
+                tracing::warn!(error = %e, "access statistics of the last second were not written");
+            }
             app.store.db().pool.close();
             Ok(ExitCode::SUCCESS)
         }

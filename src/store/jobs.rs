@@ -1,4 +1,5 @@
-//! Background upkeep that never blocks a request: purging expired memories
+//! Background upkeep that never blocks a request: writing counted reads
+//! (access statistics), purging expired memories
 //! and embedding memories and messages stored while the embedder was unavailable.
 
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use crate::embed::Embedder;
 /// Rows per purge or backfill round, so no single statement runs long.
 const BATCH: i64 = 500;
 const EMBED_BATCH: i64 = 32;
+/// How often counted reads are written (see `access`).
+const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Deletes up to [`BATCH`] expired memories; returns how many.
@@ -81,6 +84,21 @@ pub fn spawn(
     wake: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    let access_store = store.clone();
+    let access_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACCESS_FLUSH_EVERY);
+        // The last flush is the server's, at shutdown, once requests stop.
+        loop {
+            tokio::select! {
+                _ = access_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = access_store.flush_access().await {
+                tracing::warn!(error = %e, "writing access statistics failed; will retry");
+            }
+        }
+    });
     let purge_store = store.clone();
     let purge_stop = stop.clone();
     tokio::spawn(async move {

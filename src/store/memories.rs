@@ -192,13 +192,13 @@ impl Store {
         .await
     }
 
-    /// One memory by id; counts an access.
+    /// One memory by id; counts an access (written later, see `access`).
     pub async fn get(&self, scope: &Scope, id: Uuid) -> Result<Memory, StoreError> {
         let client = self.client().await?;
         let sql = format!(
-            "UPDATE memories AS m SET access_count = m.access_count + 1, last_accessed_at = now() \
-             FROM users u WHERE u.id = m.user_id AND m.id = $1 AND m.companion_id = $2 \
-             AND (m.expires_at IS NULL OR m.expires_at > now()) RETURNING {MEMORY_COLUMNS}"
+            "SELECT {MEMORY_COLUMNS} FROM memories m JOIN users u ON u.id = m.user_id \
+             WHERE m.id = $1 AND m.companion_id = $2 \
+             AND (m.expires_at IS NULL OR m.expires_at > now())"
         );
         let stmt = client.prepare_cached(&sql).await?;
         let row = super::timed(
@@ -207,7 +207,11 @@ impl Store {
         )
         .await?
         .ok_or(StoreError::NotFound(id))?;
-        Ok(Memory::from_row(&row))
+        let mut memory = Memory::from_row(&row);
+        let now = Utc::now();
+        memory.access_count += self.access.record(id, now);
+        memory.last_accessed_at = Some(now);
+        Ok(memory)
     }
 
     /// Memories newest first, `limit` per page, after `cursor` (the

@@ -13,6 +13,7 @@
 //! - `catalog`: resource listing, user profiles and completion candidates
 //! - `export`: streaming export and batched, id-preserving import (backups)
 
+mod access;
 pub mod catalog;
 pub mod contexts;
 pub mod export;
@@ -310,12 +311,17 @@ impl Memory {
 pub struct Store {
     db: Db,
     dim: usize,
+    access: std::sync::Arc<access::AccessLog>,
 }
 
 impl Store {
     /// A store over `db`, whose embeddings have `dim` dimensions.
     pub fn new(db: Db, dim: usize) -> Self {
-        Store { db, dim }
+        Store {
+            db,
+            dim,
+            access: Default::default(),
+        }
     }
 
     pub fn embedding_dim(&self) -> usize {
