@@ -11,7 +11,7 @@
 //! cargo build --release --bin mnemo --example loadgen
 //! target/release/examples/loadgen [--sizes 1000,10000,100000] [--concurrency 1,16,64]
 //!     [--secs 15] [--server target/release/mnemo] [--distinct 4000]
-//!     [--phases all|floor,mixed,cheap,stdio,cold]
+//!     [--phases all|floor,breakdown,mixed,cheap,stdio,cold]
 //! ```
 //!
 //! Databases live in the embedded cluster at /tmp/mnemo-bench-$UID (one per
@@ -158,6 +158,9 @@ async fn main() -> anyhow::Result<()> {
         }
         setup.cancel().await.ok();
 
+        if opts.wants("breakdown") {
+            breakdown(&server, 150).await?;
+        }
         let ids = Arc::new(ids);
         for &c in opts.concurrency.iter().filter(|_| opts.wants("mixed")) {
             let mut report = run_mixed(&server, c, opts.secs, ids.clone()).await?;
@@ -820,6 +823,72 @@ async fn run_cheap(
     ids: Arc<Vec<String>>,
 ) -> anyhow::Result<Report> {
     run_sessions(server, sessions, secs, ids, true).await
+}
+
+/// Sum and count of a Prometheus histogram series whose line starts with
+/// `series` (name plus labels).
+fn histogram(metrics: &str, series: &str) -> (f64, f64) {
+    let value = |suffix: &str| {
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let key = if labels.is_empty() {
+            format!("{name}{suffix} ")
+        } else {
+            format!("{name}{suffix}{{{labels} ")
+        };
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&key))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (value("_sum"), value("_count"))
+}
+
+/// Where a search's time goes: one session searching alone over HTTP, with
+/// the server's own metrics (tool, embedding, SQL) read before and after.
+async fn breakdown(server: &Server, n: usize) -> anyhow::Result<()> {
+    let metrics_url = server.url.replace("/mcp", "/metrics");
+    let http = reqwest::Client::new();
+    let scrape = || async { http.get(&metrics_url).send().await?.text().await };
+    let client = server.client().await?;
+    let mut rng = StdRng::seed_from_u64(23);
+    let before = scrape().await?;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        call(
+            &client,
+            "search_memories",
+            json!({"query": query_text(&mut rng), "user_id": USER, "limit": 10}),
+        )
+        .await?;
+        times.push(started.elapsed());
+    }
+    let after = scrape().await?;
+    client.cancel().await.ok();
+    let mean = |series: &str| {
+        let (s0, c0) = histogram(&before, series);
+        let (s1, c1) = histogram(&after, series);
+        if c1 > c0 {
+            (s1 - s0) / (c1 - c0) * 1000.0
+        } else {
+            0.0
+        }
+    };
+    let tool = mean("mnemo_tool_duration_seconds{tool=\"search_memories\"}");
+    let embed = mean("mnemo_embedding_duration_seconds");
+    let sql = mean("mnemo_db_statement_duration_seconds{statement=\"search_memories\"}");
+    let client_mean = times.iter().map(|t| ms(*t)).sum::<f64>() / n.max(1) as f64;
+    times.sort();
+    println!(
+        "search breakdown ({n} searches, 1 session, HTTP, means): client {client_mean:.1} ms \
+         (p50 {:.1}) = embedding {embed:.1} + SQL {sql:.1} + rest of the tool {:.1} + protocol/HTTP {:.1}",
+        ms(percentile(&times, 0.5)),
+        tool - embed - sql,
+        client_mean - tool
+    );
+    Ok(())
 }
 
 fn stdio_command(binary: &std::path::Path, database_url: &str) -> tokio::process::Command {

@@ -11,6 +11,7 @@ use crate::tools::App;
 pub const TOOL_CALLS: &str = "mnemo_tool_calls_total";
 pub const TOOL_SECONDS: &str = "mnemo_tool_duration_seconds";
 pub const EMBED_SECONDS: &str = "mnemo_embedding_duration_seconds";
+pub const DB_SECONDS: &str = "mnemo_db_statement_duration_seconds";
 pub const HTTP_REQUESTS: &str = "mnemo_http_requests_total";
 pub const RATE_LIMITED: &str = "mnemo_http_rate_limited_total";
 
@@ -37,6 +38,11 @@ pub fn tool_call(tool: &str, outcome: &'static str, elapsed: Duration) {
 pub fn embedding(texts: usize, elapsed: Duration) {
     metrics::histogram!(EMBED_SECONDS).record(elapsed.as_secs_f64());
     metrics::counter!("mnemo_embedded_texts_total").increment(texts as u64);
+}
+
+/// Records one timed SQL statement (the names `db::note_duration` gets).
+pub fn statement(name: &str, elapsed: Duration) {
+    metrics::histogram!(DB_SECONDS, "statement" => name.to_string()).record(elapsed.as_secs_f64());
 }
 
 /// Samples gauges that are cheaper to read than to track: pool usage,

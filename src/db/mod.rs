@@ -104,9 +104,11 @@ impl Db {
     }
 }
 
-/// Logs `name` as slow when `started` is more than [`SLOW_QUERY`] ago.
+/// Records how long statement `name` took (a metric), and logs it as slow
+/// when `started` is more than [`SLOW_QUERY`] ago.
 pub fn note_duration(name: &str, started: Instant) {
     let elapsed = started.elapsed();
+    crate::metrics::statement(name, elapsed);
     if elapsed > SLOW_QUERY {
         tracing::warn!(
             query = name,

@@ -530,8 +530,7 @@ impl Store {
                     &text,
                     &use_vectors,
                     &use_text,
-                    &CANDIDATES.max(limit),
-                    &limit,
+                    &limit.min(CANDIDATES),
                 ],
             )
             .await?;
@@ -596,12 +595,14 @@ impl Store {
 }
 
 /// Candidates taken from each list before fusion.
+/// Candidates per list; a literal in the statement so the planner knows it
+/// (a `LIMIT $n` is planned as 10% of the table, which rules out HNSW).
 const CANDIDATES: i64 = 100;
 /// Messages per backfill round.
 const EMBED_BATCH: i64 = 32;
 
 /// Parameters: $1 context (or NULL), $2 companion, $3 user, $4 roles,
-/// $5 vector, $6 text, $7 use vectors, $8 use text, $9 candidates, $10 limit.
+/// $5 vector, $6 text, $7 use vectors, $8 use text, $9 limit.
 /// Built once: the statement text is the prepared-statement cache key.
 static SEARCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(search_sql);
 
@@ -620,7 +621,7 @@ fn search_sql() -> String {
          SELECT {MESSAGE_COLUMNS}, c.name, u.external_id, f.rrf::float8 AS score \
          FROM fused f JOIN messages m ON m.id = f.id \
          JOIN contexts c ON c.id = m.context_id JOIN users u ON u.id = c.user_id \
-         ORDER BY score DESC, m.created_at DESC, m.id LIMIT $10",
+         ORDER BY score DESC, m.created_at DESC, m.id LIMIT $9",
         chain = chain_sql("$1", "$2", "NULL"),
         fusion = super::search::fusion_ctes(
             "messages",
@@ -630,8 +631,9 @@ fn search_sql() -> String {
                 text: "$6",
                 use_vector: "$7",
                 use_text: "$8",
-                candidates: "$9",
+                candidates: &CANDIDATES.to_string(),
                 windows: None,
+                scope_size: None,
             },
         ),
     )

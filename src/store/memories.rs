@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::{Kind, MEMORY_COLUMNS, Memory, Scope, Store, StoreError, retry_on_conflict, to_vector};
@@ -63,7 +64,45 @@ impl ListFilter {
             .as_ref()
             .map(|k| k.iter().map(|k| k.as_str()).collect())
     }
+
+    /// [`FILTER_SQL`] with only the clauses this filter uses (same
+    /// parameters; prepare with [`FILTER_TYPES`], as unused ones go
+    /// unmentioned). A generic plan sees plain scope equality when no filter
+    /// is set, and so keeps the HNSW index: the `$n IS NULL OR ...` form
+    /// makes the planner guess few rows match and pick a full scan.
+    pub(crate) fn sql(&self) -> String {
+        let mut sql = String::from("m.companion_id = $1 AND m.user_id = $2");
+        let clauses = [
+            (self.kinds.is_some(), " AND m.kind::text = ANY($3)"),
+            (self.tags_any.is_some(), " AND m.tags && $4"),
+            (self.tags_all.is_some(), " AND m.tags @> $5"),
+            (self.min_importance.is_some(), " AND m.importance >= $6"),
+            (self.since.is_some(), " AND m.occurred_at >= $7"),
+            (self.until.is_some(), " AND m.occurred_at < $8"),
+            (!self.include_archived, " AND m.archived_at IS NULL"),
+        ];
+        for (used, clause) in clauses {
+            if used {
+                sql.push_str(clause);
+            }
+        }
+        sql.push_str(" AND (m.expires_at IS NULL OR m.expires_at > now())");
+        sql
+    }
 }
+
+/// The types of [`FILTER_SQL`]'s parameters $1..$9.
+pub(crate) const FILTER_TYPES: [Type; 9] = [
+    Type::UUID,
+    Type::UUID,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT2,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::BOOL,
+];
 
 /// The SQL filter over `m` for [`ListFilter`], with the parameters at $1..$9:
 /// companion, user, kinds, tags_any, tags_all, min_importance, since, until,

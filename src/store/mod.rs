@@ -312,6 +312,7 @@ pub struct Store {
     db: Db,
     dim: usize,
     access: std::sync::Arc<access::AccessLog>,
+    scope_sizes: std::sync::Arc<search::ScopeSizes>,
 }
 
 impl Store {
@@ -321,6 +322,7 @@ impl Store {
             db,
             dim,
             access: Default::default(),
+            scope_sizes: Default::default(),
         }
     }
 

@@ -18,9 +18,10 @@
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 
-use super::memories::FILTER_SQL;
+use super::memories::FILTER_TYPES;
 use super::{ListFilter, MEMORY_COLUMNS, Memory, Scope, Store, StoreError};
 use crate::timeframe::TimeWindow;
+use uuid::Uuid;
 
 /// Which candidate lists feed the ranking.
 #[derive(
@@ -44,7 +45,9 @@ pub struct Hit {
     pub score: f64,
 }
 
-/// Candidates taken from each list before fusion.
+/// Candidates taken from each list before fusion (and the largest limit):
+/// a literal in the statement so the planner knows it (a `LIMIT $n` is
+/// planned as 10% of the table, which rules out the HNSW index).
 const CANDIDATES: i64 = 100;
 /// The RRF constant k. Cormack et al. use 60; on LoCoMo a small k, which
 /// lets the top ranks of each list count for more, did best (k=60: R@10
@@ -78,7 +81,16 @@ pub(crate) struct FusionParams<'a> {
     /// Placeholders for the starts and ends (`timestamptz[]`) of the time
     /// windows the query names, when the table has `occurred_at`.
     pub windows: Option<(&'a str, &'a str)>,
+    /// Placeholder for the number of rows in scope (the N of idf), when the
+    /// caller knows it; otherwise it is counted in the statement.
+    pub scope_size: Option<&'a str>,
 }
+
+/// Document frequencies are counted up to this many rows: a lexeme in more
+/// of the scope is common, and its idf (already small) is taken at the cap.
+const DF_CAP: i64 = 500;
+/// At most this many keyword matches are ranked.
+const MATCH_CAP: i64 = 5_000;
 
 /// The `sem`, `q`, `kw` and `fused` CTEs of a hybrid search over `table`
 /// (aliased `m`, with `embedding` and `search_tsv` columns): the best
@@ -91,6 +103,13 @@ pub(crate) struct FusionParams<'a> {
 /// the searched scope, so a name in half the memories weighs less than a rare
 /// word. On LoCoMo this beat plain `ts_rank` (R@5 0.611 → 0.640) and cover
 /// density (`ts_rank_cd`).
+///
+/// Its cost is bounded in large scopes: document frequencies are counted up
+/// to [`DF_CAP`], rows are pulled in by the lexemes rarer than that (or by
+/// all of the query's lexemes together), and at most [`MATCH_CAP`] of them
+/// are ranked. A scope where no lexeme reaches the cap ranks exactly as
+/// above; at 100k memories this took the keyword side from ~300 ms to a few
+/// ms (docs/BENCHMARKS.md).
 pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String {
     let FusionParams {
         vector,
@@ -99,7 +118,14 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         use_text,
         candidates,
         windows,
+        scope_size,
     } = p;
+    let total = match scope_size {
+        Some(n) => format!("SELECT greatest({n}::int8, 1) AS n"),
+        None => format!(
+            "SELECT greatest(count(*), 1) AS n FROM {table} m WHERE {use_text}::bool AND {filter}"
+        ),
+    };
     // Memories that happened in a window the query names, ranked by meaning:
     // a third list. Skipped when the windows hold more than WINDOW_CAP
     // memories: a window that wide says little, and ranking it costs a scan.
@@ -107,9 +133,13 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         Some((starts, ends)) => (
             format!(
                 ", inwin AS ( \
-                    SELECT DISTINCT m.id FROM unnest({starts}::timestamptz[], {ends}::timestamptz[]) w(lo, hi) \
-                    JOIN {table} m ON m.occurred_at >= w.lo AND m.occurred_at < w.hi \
-                    WHERE {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} LIMIT {WINDOW_CAP} + 1 \
+                    SELECT DISTINCT x.id FROM unnest({starts}::timestamptz[], {ends}::timestamptz[]) w(lo, hi) \
+                    CROSS JOIN LATERAL ( \
+                        SELECT m.id FROM {table} m \
+                        WHERE m.occurred_at >= w.lo AND m.occurred_at < w.hi \
+                          AND {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} \
+                        LIMIT {WINDOW_CAP} + 1) x \
+                    LIMIT {WINDOW_CAP} + 1 \
                  ), tw AS ( \
                     SELECT i.id, row_number() OVER (ORDER BY m.embedding <=> {vector}, i.id) AS rank \
                     FROM inwin i JOIN {table} m ON m.id = i.id \
@@ -133,24 +163,31 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
                 SELECT m.id, m.embedding <=> {vector} AS dist FROM {table} m \
                 WHERE {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} \
                 ORDER BY m.embedding <=> {vector} LIMIT {candidates}) s \
-         ), q AS ( \
-            SELECT replace(plainto_tsquery('english', {text})::text, ' & ', ' | ')::tsquery AS query \
          ), lex AS ( \
-            SELECT DISTINCT l AS lexeme, to_tsquery('simple', quote_literal(l)) AS lq \
+            SELECT DISTINCT to_tsquery('simple', quote_literal(l)) AS lq \
             FROM unnest(tsvector_to_array(to_tsvector('english', {text}))) l \
+         ), df AS MATERIALIZED ( \
+            SELECT lex.lq, c.n AS df FROM lex CROSS JOIN LATERAL ( \
+                SELECT count(*) AS n FROM ( \
+                    SELECT 1 FROM {table} m \
+                    WHERE {use_text}::bool AND m.search_tsv @@ lex.lq AND {filter} LIMIT {DF_CAP}) x \
+            ) c \
+         ), q AS ( \
+            SELECT coalesce((SELECT string_agg(lq::text, ' | ') FROM df WHERE df < {DF_CAP})::tsquery \
+                                || plainto_tsquery('english', {text}), \
+                            plainto_tsquery('english', {text})) AS query \
          ), matched AS ( \
             SELECT m.id, m.search_tsv FROM {table} m, q \
-            WHERE {use_text}::bool AND m.search_tsv @@ q.query AND {filter} \
+            WHERE {use_text}::bool AND m.search_tsv @@ q.query AND {filter} LIMIT {MATCH_CAP} \
          ), total AS ( \
-            SELECT greatest(count(*), 1) AS n FROM {table} m WHERE {use_text}::bool AND {filter} \
-         ), df AS ( \
-            SELECT lex.lq, ln(1 + (total.n - count(mt.id) + 0.5) / (count(mt.id) + 0.5)) AS idf \
-            FROM lex CROSS JOIN total LEFT JOIN matched mt ON mt.search_tsv @@ lex.lq \
-            GROUP BY lex.lq, total.n \
+            {total} \
+         ), idf AS ( \
+            SELECT df.lq, ln(1 + (greatest(total.n, df.df) - df.df + 0.5) / (df.df + 0.5)) AS idf \
+            FROM df CROSS JOIN total \
          ), kw AS ( \
             SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rank FROM ( \
-                SELECT mt.id, sum(df.idf * ts_rank(mt.search_tsv, df.lq)) AS rank \
-                FROM matched mt JOIN df ON mt.search_tsv @@ df.lq \
+                SELECT mt.id, sum(idf.idf * ts_rank(mt.search_tsv, idf.lq)) AS rank \
+                FROM matched mt JOIN idf ON mt.search_tsv @@ idf.lq \
                 GROUP BY mt.id ORDER BY 2 DESC LIMIT {candidates}) k \
          ){time_list}, fused AS ( \
             SELECT {id} AS id, \
@@ -161,20 +198,20 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
     )
 }
 
-/// Built once: the statement text is the prepared-statement cache key.
-static SEARCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(search_sql);
-
-fn search_sql() -> String {
+/// The search statement for a filter (the text is the prepared-statement
+/// cache key: one statement per combination of filters in use).
+fn search_sql(filter: &str) -> String {
     let fusion = fusion_ctes(
         "memories",
-        FILTER_SQL,
+        filter,
         &FusionParams {
             vector: "$10",
             text: "$11",
             use_vector: "$12",
             use_text: "$13",
-            candidates: "$14",
-            windows: Some(("$16", "$17")),
+            candidates: &CANDIDATES.to_string(),
+            windows: Some(("$15", "$16")),
+            scope_size: Some("$17"),
         },
     );
     format!(
@@ -204,8 +241,8 @@ fn search_sql() -> String {
                    * (1 + 0.003 * power(2, -greatest(extract(epoch FROM now() - m.occurred_at), 0) / 2592000.0)) \
             )::float8 AS score \
          FROM scored s JOIN memories m ON m.id = s.id JOIN users u ON u.id = m.user_id \
-         WHERE {FILTER_SQL} \
-         ORDER BY score DESC, m.id LIMIT $15"
+         WHERE {filter} \
+         ORDER BY score DESC, m.id LIMIT $14"
     )
 }
 
@@ -239,7 +276,55 @@ impl Query {
     }
 }
 
+/// Scopes smaller than this are counted on every search (cheap, and young
+/// scopes grow fast); larger counts are reused for [`SCOPE_SIZE_TTL`].
+const SCOPE_SIZE_EXACT_BELOW: i64 = 5_000;
+const SCOPE_SIZE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Memories per (companion, user), the N of the keyword side's idf. Counting
+/// 100k rows on every search would cost more than the search itself, and
+/// idf barely moves when N changes by a few percent.
+#[derive(Default)]
+pub(crate) struct ScopeSizes(
+    std::sync::Mutex<std::collections::HashMap<(Uuid, Uuid), (i64, std::time::Instant)>>,
+);
+
 impl Store {
+    async fn scope_size(
+        &self,
+        client: &deadpool_postgres::Client,
+        companion: Uuid,
+        user: Uuid,
+    ) -> Result<i64, StoreError> {
+        let key = (companion, user);
+        let cached = self
+            .scope_sizes
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied();
+        if let Some((n, at)) = cached
+            && n >= SCOPE_SIZE_EXACT_BELOW
+            && at.elapsed() < SCOPE_SIZE_TTL
+        {
+            return Ok(n);
+        }
+        let stmt = client
+            .prepare_cached(
+                "SELECT count(*) FROM memories WHERE companion_id = $1 AND user_id = $2 \
+                 AND archived_at IS NULL",
+            )
+            .await?;
+        let n: i64 = client.query_one(&stmt, &[&companion, &user]).await?.get(0);
+        self.scope_sizes
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (n, std::time::Instant::now()));
+        Ok(n)
+    }
+
     /// The best `query.limit` memories for `query` under `filter`.
     pub async fn search(
         &self,
@@ -260,13 +345,18 @@ impl Store {
         let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
             return Ok(Vec::new());
         };
+        let scope_size = self
+            .scope_size(&client, scope.companion_id, user_id)
+            .await?;
         let use_vectors = mode != SearchMode::Keyword && embedding.is_some();
         let use_text = mode != SearchMode::Semantic;
         // A placeholder vector keeps the statement's parameter types fixed
         // when the semantic side is switched off.
         let dim = self.embedding_dim();
         let vector = Vector::from(embedding.unwrap_or_else(|| vec![0.0; dim]));
-        let stmt = client.prepare_cached(&SEARCH_SQL).await?;
+        let stmt = client
+            .prepare_typed_cached(&search_sql(&filter.sql()), &FILTER_TYPES)
+            .await?;
         let started = std::time::Instant::now();
         let rows = client
             .query(
@@ -285,10 +375,10 @@ impl Store {
                     &text,
                     &use_vectors,
                     &use_text,
-                    &CANDIDATES.max(limit),
-                    &limit,
+                    &limit.min(CANDIDATES),
                     &starts,
                     &ends,
+                    &scope_size,
                 ],
             )
             .await?;
