@@ -587,18 +587,27 @@ async fn measure_floor(
         embed_times.push(started.elapsed());
         vectors.push(v.remove(0));
     }
+    // The server's own HNSW settings (src/db/mod.rs), on the same scope.
+    db.batch_execute("SET hnsw.ef_search = 100; SET hnsw.iterative_scan = relaxed_order")
+        .await?;
+    let row = db
+        .query_one(
+            "SELECT c.id, u.id FROM companions c, users u WHERE c.name = $1 AND u.external_id = $2",
+            &[&COMPANION, &USER],
+        )
+        .await?;
+    let (companion, user): (uuid::Uuid, uuid::Uuid) = (row.get(0), row.get(1));
     let hnsw = db
         .prepare(
-            "SELECT m.id FROM memories m JOIN users u ON u.id = m.user_id \
-             WHERE u.external_id = $1 AND m.embedding IS NOT NULL \
-             ORDER BY m.embedding <=> $2 LIMIT 10",
+            "SELECT m.id FROM memories m WHERE m.companion_id = $1 AND m.user_id = $2 \
+             ORDER BY m.embedding <=> $3 LIMIT 10",
         )
         .await?;
     let mut hnsw_times = Vec::new();
     for v in vectors {
         let v = pgvector::Vector::from(v);
         let started = Instant::now();
-        db.query(&hnsw, &[&USER, &v]).await?;
+        db.query(&hnsw, &[&companion, &user, &v]).await?;
         hnsw_times.push(started.elapsed());
     }
     let texts: Vec<String> = (0..400).map(|_| memory_text(&mut rng)).collect();
