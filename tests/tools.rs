@@ -841,3 +841,30 @@ async fn batch_store_sends_progress_notifications() {
     );
     client.cancel().await.ok();
 }
+
+#[tokio::test]
+async fn a_batch_keeps_its_order_whatever_order_its_rows_are_written_in() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
+    // Twelve turns of a conversation: rows are written in hash order, but
+    // search finds neighbouring turns by insertion order.
+    let turns: Vec<String> = (1..=12)
+        .map(|i| format!("turn {i} of the conversation about gardening"))
+        .collect();
+    let memories: Vec<_> = turns
+        .iter()
+        .map(|t| json!({"content": t, "user_id": "ana", "kind": "experience"}))
+        .collect();
+    ok(&client, "store_memories", json!({"memories": memories})).await;
+    let stored: Vec<String> = db
+        .sql()
+        .await
+        .query("SELECT content FROM memories ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, turns);
+    client.cancel().await.ok();
+}

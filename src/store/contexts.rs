@@ -633,7 +633,7 @@ fn search_sql() -> String {
                 use_text: "$8",
                 candidates: &CANDIDATES.to_string(),
                 windows: None,
-                scope_size: None,
+                terms: None,
             },
         ),
     )

@@ -141,9 +141,14 @@ pub fn content_hash(content: &str) -> Vec<u8> {
     Sha256::digest(content.as_bytes()).to_vec()
 }
 
+/// `$14` is the memory's place in insertion order (`seq`) when a batch has
+/// reserved one, so a batch keeps its callers' order whatever order its rows
+/// are written in.
 const INSERT_SQL: &str = "INSERT INTO memories AS m (companion_id, user_id, content, content_hash, kind, importance, \
-        confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13) \
+        confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at, seq) \
+     OVERRIDING SYSTEM VALUE \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13, \
+        coalesce($14, nextval(pg_get_serial_sequence('memories', 'seq')))) \
      ON CONFLICT (companion_id, user_id, content_hash) WHERE archived_at IS NULL DO UPDATE SET \
         kind = EXCLUDED.kind, importance = EXCLUDED.importance, confidence = EXCLUDED.confidence, \
         tags = EXCLUDED.tags, metadata = EXCLUDED.metadata, \
@@ -172,16 +177,13 @@ impl Store {
         retry_on_conflict(|| async move {
             let client = self.client().await?;
             let user_id = Store::user_id(&client, &memory.user).await?;
-            insert_one(
-                &client,
-                scope,
-                user_id,
+            let new = NewRow {
                 memory,
                 hash,
-                embedding.clone(),
-                model,
-            )
-            .await
+                embedding: embedding.clone(),
+                seq: None,
+            };
+            insert_one(&client, scope, user_id, new, model).await
         })
         .await
     }
@@ -207,6 +209,22 @@ impl Store {
         retry_on_conflict(|| async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            // Rows are written in lock order (user, hash) so concurrent
+            // batches cannot deadlock, but numbered in the caller's order:
+            // search relies on `seq` to find neighbouring memories.
+            let reserve = tx
+                .prepare_cached(
+                    "SELECT nextval(pg_get_serial_sequence('memories', 'seq')) \
+                     FROM generate_series(1, $1::int8)",
+                )
+                .await?;
+            let mut seqs: Vec<i64> = tx
+                .query(&reserve, &[&(memories.len() as i64)])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            seqs.sort_unstable();
             let mut out: Vec<Option<StoreOutcome>> = vec![None; memories.len()];
             // Sorted by user: each user is looked up once per batch.
             let mut user: Option<(&str, Uuid)> = None;
@@ -221,9 +239,13 @@ impl Store {
                     }
                 };
                 let embedding = embeddings.get(i).cloned().flatten();
-                out[i] = Some(
-                    insert_one(&tx, scope, user_id, memory, &hashes[i], embedding, model).await?,
-                );
+                let new = NewRow {
+                    memory,
+                    hash: &hashes[i],
+                    embedding,
+                    seq: seqs.get(i).copied(),
+                };
+                out[i] = Some(insert_one(&tx, scope, user_id, new, model).await?);
             }
             tx.commit().await?;
             Ok(out.into_iter().flatten().collect())
@@ -591,15 +613,28 @@ impl Store {
 }
 
 /// Inserts `memory` of user `user_id` whose content hashes to `hash`.
+/// One memory to write, with what the batch computed for it.
+struct NewRow<'a> {
+    memory: &'a NewMemory,
+    hash: &'a [u8],
+    embedding: Option<Vec<f32>>,
+    /// A reserved `seq`; `None` takes the next one.
+    seq: Option<i64>,
+}
+
 async fn insert_one(
     client: &impl GenericClient,
     scope: &Scope,
     user_id: Uuid,
-    memory: &NewMemory,
-    hash: &[u8],
-    embedding: Option<Vec<f32>>,
+    new: NewRow<'_>,
     model: &str,
 ) -> Result<StoreOutcome, StoreError> {
+    let NewRow {
+        memory,
+        hash,
+        embedding,
+        seq,
+    } = new;
     let model = embedding.is_some().then_some(model);
     let vector = to_vector(embedding);
     let insert = client.prepare_cached(INSERT_SQL).await?;
@@ -625,6 +660,7 @@ async fn insert_one(
                     &model,
                     &memory.occurred_at,
                     &memory.expires_at,
+                    &seq,
                 ],
             ),
         )

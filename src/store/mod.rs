@@ -23,6 +23,7 @@ pub mod memories;
 pub mod relations;
 pub mod search;
 pub mod sessions;
+mod terms;
 
 use chrono::{DateTime, Utc};
 use pgvector::Vector;
@@ -312,7 +313,7 @@ pub struct Store {
     db: Db,
     dim: usize,
     access: std::sync::Arc<access::AccessLog>,
-    scope_sizes: std::sync::Arc<search::ScopeSizes>,
+    terms: std::sync::Arc<terms::TermCache>,
 }
 
 impl Store {
@@ -322,7 +323,7 @@ impl Store {
             db,
             dim,
             access: Default::default(),
-            scope_sizes: Default::default(),
+            terms: Default::default(),
         }
     }
 

@@ -19,9 +19,9 @@ use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 
 use super::memories::FILTER_TYPES;
+use super::terms::{DF_CAP, TermStats};
 use super::{ListFilter, MEMORY_COLUMNS, Memory, Scope, Store, StoreError};
 use crate::timeframe::TimeWindow;
-use uuid::Uuid;
 
 /// Which candidate lists feed the ranking.
 #[derive(
@@ -81,14 +81,11 @@ pub(crate) struct FusionParams<'a> {
     /// Placeholders for the starts and ends (`timestamptz[]`) of the time
     /// windows the query names, when the table has `occurred_at`.
     pub windows: Option<(&'a str, &'a str)>,
-    /// Placeholder for the number of rows in scope (the N of idf), when the
-    /// caller knows it; otherwise it is counted in the statement.
-    pub scope_size: Option<&'a str>,
+    /// Placeholders for the term statistics (`int8` N, `text[]` lexemes,
+    /// `int8[]` their document frequencies) when the caller has them (see
+    /// `terms`); otherwise they are counted in the statement.
+    pub terms: Option<(&'a str, &'a str, &'a str)>,
 }
-
-/// Document frequencies are counted up to this many rows: a lexeme in more
-/// of the scope is common, and its idf (already small) is taken at the cap.
-const DF_CAP: i64 = 500;
 /// At most this many keyword matches are ranked.
 const MATCH_CAP: i64 = 5_000;
 
@@ -118,12 +115,30 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         use_text,
         candidates,
         windows,
-        scope_size,
+        terms,
     } = p;
-    let total = match scope_size {
-        Some(n) => format!("SELECT greatest({n}::int8, 1) AS n"),
-        None => format!(
-            "SELECT greatest(count(*), 1) AS n FROM {table} m WHERE {use_text}::bool AND {filter}"
+    let (total, df) = match terms {
+        Some((n, lexemes, dfs)) => (
+            format!("SELECT greatest({n}::int8, 1) AS n"),
+            format!(
+                "SELECT to_tsquery('simple', quote_literal(l)) AS lq, d AS df \
+                 FROM unnest({lexemes}::text[], {dfs}::int8[]) t(l, d)"
+            ),
+        ),
+        None => (
+            format!(
+                "SELECT greatest(count(*), 1) AS n FROM {table} m WHERE {use_text}::bool AND {filter}"
+            ),
+            format!(
+                "SELECT lex.lq, c.n AS df FROM ( \
+                    SELECT DISTINCT to_tsquery('simple', quote_literal(l)) AS lq \
+                    FROM unnest(tsvector_to_array(to_tsvector('english', {text}))) l) lex \
+                 CROSS JOIN LATERAL ( \
+                    SELECT count(*) AS n FROM ( \
+                        SELECT 1 FROM {table} m \
+                        WHERE {use_text}::bool AND m.search_tsv @@ lex.lq AND {filter} LIMIT {DF_CAP}) x \
+                 ) c"
+            ),
         ),
     };
     // Memories that happened in a window the query names, ranked by meaning:
@@ -163,15 +178,8 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
                 SELECT m.id, m.embedding <=> {vector} AS dist FROM {table} m \
                 WHERE {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} \
                 ORDER BY m.embedding <=> {vector} LIMIT {candidates}) s \
-         ), lex AS ( \
-            SELECT DISTINCT to_tsquery('simple', quote_literal(l)) AS lq \
-            FROM unnest(tsvector_to_array(to_tsvector('english', {text}))) l \
          ), df AS MATERIALIZED ( \
-            SELECT lex.lq, c.n AS df FROM lex CROSS JOIN LATERAL ( \
-                SELECT count(*) AS n FROM ( \
-                    SELECT 1 FROM {table} m \
-                    WHERE {use_text}::bool AND m.search_tsv @@ lex.lq AND {filter} LIMIT {DF_CAP}) x \
-            ) c \
+            {df} \
          ), q AS ( \
             SELECT coalesce((SELECT string_agg(lq::text, ' | ') FROM df WHERE df < {DF_CAP})::tsquery \
                                 || plainto_tsquery('english', {text}), \
@@ -211,7 +219,7 @@ fn search_sql(filter: &str) -> String {
             use_text: "$13",
             candidates: &CANDIDATES.to_string(),
             windows: Some(("$15", "$16")),
-            scope_size: Some("$17"),
+            terms: Some(("$17", "$18", "$19")),
         },
     );
     format!(
@@ -276,55 +284,7 @@ impl Query {
     }
 }
 
-/// Scopes smaller than this are counted on every search (cheap, and young
-/// scopes grow fast); larger counts are reused for [`SCOPE_SIZE_TTL`].
-const SCOPE_SIZE_EXACT_BELOW: i64 = 5_000;
-const SCOPE_SIZE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Memories per (companion, user), the N of the keyword side's idf. Counting
-/// 100k rows on every search would cost more than the search itself, and
-/// idf barely moves when N changes by a few percent.
-#[derive(Default)]
-pub(crate) struct ScopeSizes(
-    std::sync::Mutex<std::collections::HashMap<(Uuid, Uuid), (i64, std::time::Instant)>>,
-);
-
 impl Store {
-    async fn scope_size(
-        &self,
-        client: &deadpool_postgres::Client,
-        companion: Uuid,
-        user: Uuid,
-    ) -> Result<i64, StoreError> {
-        let key = (companion, user);
-        let cached = self
-            .scope_sizes
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied();
-        if let Some((n, at)) = cached
-            && n >= SCOPE_SIZE_EXACT_BELOW
-            && at.elapsed() < SCOPE_SIZE_TTL
-        {
-            return Ok(n);
-        }
-        let stmt = client
-            .prepare_cached(
-                "SELECT count(*) FROM memories WHERE companion_id = $1 AND user_id = $2 \
-                 AND archived_at IS NULL",
-            )
-            .await?;
-        let n: i64 = client.query_one(&stmt, &[&companion, &user]).await?.get(0);
-        self.scope_sizes
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (n, std::time::Instant::now()));
-        Ok(n)
-    }
-
     /// The best `query.limit` memories for `query` under `filter`.
     pub async fn search(
         &self,
@@ -345,11 +305,14 @@ impl Store {
         let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
             return Ok(Vec::new());
         };
-        let scope_size = self
-            .scope_size(&client, scope.companion_id, user_id)
-            .await?;
         let use_vectors = mode != SearchMode::Keyword && embedding.is_some();
         let use_text = mode != SearchMode::Semantic;
+        let terms = if use_text {
+            self.term_stats(&client, scope.companion_id, user_id, &text)
+                .await?
+        } else {
+            TermStats::default()
+        };
         // A placeholder vector keeps the statement's parameter types fixed
         // when the semantic side is switched off.
         let dim = self.embedding_dim();
@@ -378,7 +341,9 @@ impl Store {
                     &limit.min(CANDIDATES),
                     &starts,
                     &ends,
-                    &scope_size,
+                    &terms.scope_size,
+                    &terms.lexemes,
+                    &terms.dfs,
                 ],
             )
             .await?;
