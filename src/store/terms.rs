@@ -32,10 +32,15 @@ pub(crate) struct TermStats {
     pub dfs: Vec<i64>,
 }
 
+/// A count and when it was taken.
+type Stamped = (i64, Instant);
+/// (companion, user, lexeme).
+type LexemeKey = (Uuid, Uuid, String);
+
 #[derive(Default)]
 pub(crate) struct TermCache {
-    sizes: Mutex<HashMap<(Uuid, Uuid), (i64, Instant)>>,
-    dfs: Mutex<HashMap<(Uuid, Uuid, String), (i64, Instant)>>,
+    sizes: Mutex<HashMap<(Uuid, Uuid), Stamped>>,
+    dfs: Mutex<HashMap<LexemeKey, Stamped>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,7 +72,7 @@ impl Store {
     ) -> Result<TermStats, StoreError> {
         let cache = &self.terms;
         let key = (companion, user);
-        let fresh = |entry: Option<(i64, Instant)>| entry.filter(|(_, at)| at.elapsed() < TTL);
+        let fresh = |entry: Option<Stamped>| entry.filter(|(_, at)| at.elapsed() < TTL);
         let cached_size = fresh(lock(&cache.sizes).get(&key).copied())
             .map(|(n, _)| n)
             .filter(|n| *n >= CACHE_FROM);
