@@ -7,6 +7,7 @@
 
 pub mod hash;
 pub mod local;
+pub mod onnx;
 pub mod openai;
 
 use std::path::PathBuf;
@@ -48,13 +49,43 @@ const LOCAL_MODEL_ID: &str = "all-MiniLM-L6-v2";
 /// The local model's dimension from its config.json, read before the model
 /// itself loads so the database can be checked at once (384 if unreadable:
 /// the load then fails with the real reason).
-fn local_dim(model_dir: &std::path::Path) -> usize {
+pub(crate) fn local_dim(model_dir: &std::path::Path) -> usize {
     std::fs::read(model_dir.join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v.get("hidden_size").and_then(|h| h.as_u64()))
         .map(|h| h as usize)
         .unwrap_or(384)
+}
+
+/// sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2. The bundled
+/// tokenizer.json says 128, but the published pipeline truncates at 256.
+pub(crate) const MAX_SEQ_LEN: usize = 256;
+
+/// Loads the model's tokenizer.json configured the way both local backends
+/// need it: truncated at `max_len` tokens and unpadded (each batch is padded
+/// to its own longest text). Returns the tokenizer and its padding id.
+pub(crate) fn load_tokenizer(
+    path: &std::path::Path,
+    max_len: usize,
+) -> Result<(tokenizers::Tokenizer, u32), EmbedError> {
+    use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+    let mut tokenizer = tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| EmbedError::Load(format!("reading {}: {e}", path.display())))?;
+    // The shipped tokenizer pads every input to a fixed 128 tokens, which
+    // would make a 10-token query cost as much as a 128-token one.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| EmbedError::Load(format!("configuring tokenizer truncation: {e}")))?;
+    // BERT's vocabulary puts [PAD] at 0; padded positions are masked anyway.
+    let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+    Ok((tokenizer, pad_id))
 }
 
 /// Scales `v` to unit length (a zero vector stays zero).

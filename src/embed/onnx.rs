@@ -1,0 +1,326 @@
+//! The default embedding provider: all-MiniLM-L6-v2 as an ONNX graph run by
+//! ONNX Runtime (the `ort` crate over the `libonnxruntime.so` that
+//! scripts/setup.sh installs from PyPI; loaded at run time, never linked).
+//!
+//! The graph returns token embeddings (`last_hidden_state`); this module does
+//! the rest of the sentence-transformers pipeline itself: mean pooling over
+//! the attention mask, then L2 normalisation. Tokenising uses the model's own
+//! tokenizer.json. ONNX Runtime was measured 3-5x faster than candle on the
+//! same model for short queries (docs/BENCHMARKS.md, "Embedding backends"):
+//! candle's per-operation overhead dominates at ~10 tokens.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+
+use super::{EmbedError, Embedder, MAX_SEQ_LEN};
+
+const MODEL_ID: &str = "all-MiniLM-L6-v2";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+const SETUP_HINT: &str =
+    "run scripts/setup.sh, or set MNEMO_ONNX_MODEL, MNEMO_ONNXRUNTIME_LIB and MNEMO_MODEL_DIR";
+
+/// Where the three pieces live: the ONNX graph, the ONNX Runtime shared
+/// library, and the directory with tokenizer.json (and config.json).
+#[derive(Debug, Clone)]
+pub struct OnnxFiles {
+    pub model: PathBuf,
+    pub runtime_lib: PathBuf,
+    pub tokenizer_dir: PathBuf,
+}
+
+impl OnnxFiles {
+    /// Names of the files that are missing, each with its path.
+    pub fn missing(&self) -> Vec<String> {
+        let tokenizer = self.tokenizer_dir.join(TOKENIZER_FILE);
+        [
+            ("ONNX model", self.model.as_path()),
+            ("onnxruntime library", self.runtime_lib.as_path()),
+            ("tokenizer", tokenizer.as_path()),
+        ]
+        .into_iter()
+        .filter(|(_, p)| !p.is_file())
+        .map(|(what, p)| format!("{what} {}", p.display()))
+        .collect()
+    }
+}
+
+/// Session settings. The defaults are the measured best on a 2-core machine.
+#[derive(Debug, Clone)]
+pub struct OnnxOptions {
+    /// ONNX Runtime intra-op threads for one forward pass.
+    pub threads: usize,
+    /// Whether idle pool threads spin waiting for work. Spinning cuts a few
+    /// hundred microseconds per call but burns CPU that the database and
+    /// other requests could use, so it is off by default.
+    pub spinning: bool,
+    /// `GraphOptimizationLevel::Level3` ("all") unless benchmarking.
+    pub optimization: GraphOptimizationLevel,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for OnnxOptions {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
+            spinning: false,
+            optimization: GraphOptimizationLevel::All,
+            batch_size: 32,
+        }
+    }
+}
+
+/// all-MiniLM-L6-v2 through ONNX Runtime. Cloning is cheap and shares the
+/// session.
+#[derive(Clone)]
+pub struct OnnxEmbedder {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("model_id", &MODEL_ID)
+            .field("dim", &self.inner.dim)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    // `Session::run` takes `&mut self`. One pass at a time is what we want
+    // anyway: each pass already uses every intra-op thread.
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    dim: usize,
+    pad_id: u32,
+    batch_size: usize,
+    output_name: String,
+    /// Whether the graph declares a `token_type_ids` input (some exports drop it).
+    wants_token_types: bool,
+}
+
+impl OnnxEmbedder {
+    pub fn load(files: &OnnxFiles, options: &OnnxOptions) -> Result<Self, EmbedError> {
+        let missing = files.missing();
+        if !missing.is_empty() {
+            return Err(EmbedError::ModelMissing {
+                path: files.model.display().to_string(),
+                hint: format!("missing {}; {SETUP_HINT}", missing.join(", ")),
+            });
+        }
+        init_runtime(&files.runtime_lib)?;
+
+        let (tokenizer, pad_id) =
+            super::load_tokenizer(&files.tokenizer_dir.join(TOKENIZER_FILE), MAX_SEQ_LEN)?;
+
+        let load_err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+            EmbedError::Load(format!("ONNX session for {}: {e}", files.model.display()))
+        };
+        let mut builder = Session::builder()
+            .map_err(|e| EmbedError::Load(format!("ONNX session builder: {e}")))?
+            .with_optimization_level(options.optimization)
+            .map_err(load_err)?
+            .with_intra_threads(options.threads.max(1))
+            .map_err(load_err)?
+            .with_inter_threads(1)
+            .map_err(load_err)?
+            .with_intra_op_spinning(options.spinning)
+            .map_err(load_err)?;
+        let session = builder.commit_from_file(&files.model).map_err(|e| {
+            EmbedError::Load(format!("ONNX model {}: {e}", files.model.display()))
+        })?;
+
+        let input_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        for required in ["input_ids", "attention_mask"] {
+            if !input_names.contains(&required) {
+                return Err(EmbedError::Load(format!(
+                    "ONNX model {} has no `{required}` input (inputs: {})",
+                    files.model.display(),
+                    input_names.join(", ")
+                )));
+            }
+        }
+        let wants_token_types = input_names.contains(&"token_type_ids");
+        // The first output is the token embeddings whatever the export named it.
+        let output_name = session
+            .outputs()
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| {
+                EmbedError::Load(format!("ONNX model {} has no outputs", files.model.display()))
+            })?;
+        let dim = super::local_dim(&files.tokenizer_dir);
+
+        tracing::debug!(model = %files.model.display(), threads = options.threads, "loaded ONNX embedding model");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                session: Mutex::new(session),
+                tokenizer,
+                dim,
+                pad_id,
+                batch_size: options.batch_size.max(1),
+                wants_token_types,
+                output_name,
+            }),
+        })
+    }
+
+    /// Synchronous batch embedding; blocks the calling thread for the whole
+    /// computation. Returns one unit-length vector per text, in input order.
+    pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.inner.embed(texts)
+    }
+}
+
+/// Loads the ONNX Runtime library once per process. Later calls reuse the
+/// first library whatever path they name (a process cannot hold two).
+fn init_runtime(lib: &Path) -> Result<(), EmbedError> {
+    let lib = std::path::absolute(lib).unwrap_or_else(|_| lib.to_path_buf());
+    ort::init_from(&lib)
+        .map_err(|e| {
+            EmbedError::Load(format!(
+                "loading onnxruntime from {}: {e}; {SETUP_HINT}",
+                lib.display()
+            ))
+        })?
+        .with_name("mnemo")
+        .commit();
+    Ok(())
+}
+
+impl Inner {
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| EmbedError::Inference(format!("tokenising: {e}")))?;
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+
+        // Attention cost grows with the padded length of a batch, so group
+        // texts of similar length together; results go back by index.
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i]).collect();
+            let vectors = self.embed_batch(&batch)?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over token sequences padded to the longest of them,
+    /// then masked mean pooling and normalisation.
+    fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let rows = batch.len();
+        let width = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut input_ids = Vec::with_capacity(rows * width);
+        let mut mask = Vec::with_capacity(rows * width);
+        for seq in batch {
+            input_ids.extend(seq.iter().map(|&t| i64::from(t)));
+            input_ids.extend(std::iter::repeat_n(i64::from(self.pad_id), width - seq.len()));
+            mask.extend(std::iter::repeat_n(1i64, seq.len()));
+            mask.extend(std::iter::repeat_n(0i64, width - seq.len()));
+        }
+        let infer = |what: &str, e: ort::Error| EmbedError::Inference(format!("{what}: {e}"));
+        let shape = [rows as i64, width as i64];
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(3);
+        if self.wants_token_types {
+            let types = Tensor::from_array((shape, vec![0i64; rows * width]))
+                .map_err(|e| infer("token types tensor", e))?;
+            inputs.push(("token_type_ids", types.into()));
+        }
+        let ids_tensor =
+            Tensor::from_array((shape, input_ids)).map_err(|e| infer("input tensor", e))?;
+        let mask_tensor = Tensor::from_array((shape, mask))
+            .map_err(|e| infer("attention mask tensor", e))?;
+        inputs.push(("input_ids", ids_tensor.into()));
+        inputs.push(("attention_mask", mask_tensor.into()));
+
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| EmbedError::Inference("ONNX session poisoned by an earlier panic".into()))?;
+        let outputs = session
+            .run(inputs)
+            .map_err(|e| infer("model forward pass", e))?;
+        let (out_shape, hidden) = outputs
+            .get(&self.output_name)
+            .ok_or_else(|| EmbedError::Inference(format!("no `{}` output", self.output_name)))?
+            .try_extract_tensor::<f32>()
+            .map_err(|e| infer("reading model output", e))?;
+        let dims: &[i64] = out_shape;
+        if dims.len() != 3 || dims[0] != rows as i64 || dims[1] != width as i64 {
+            return Err(EmbedError::Inference(format!(
+                "model output has shape {dims:?}, expected [{rows}, {width}, hidden] (token embeddings)"
+            )));
+        }
+        let hidden_size = dims[2] as usize;
+        if hidden_size != self.dim {
+            return Err(EmbedError::Dimension {
+                expected: self.dim,
+                got: hidden_size,
+            });
+        }
+
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(row, seq)| {
+                let mut sum = vec![0f32; hidden_size];
+                let base = row * width * hidden_size;
+                // Real tokens are a prefix of each row; padding is masked out.
+                for pos in 0..seq.len() {
+                    let start = base + pos * hidden_size;
+                    for (s, h) in sum.iter_mut().zip(&hidden[start..start + hidden_size]) {
+                        *s += h;
+                    }
+                }
+                let count = seq.len().max(1) as f32;
+                sum.iter_mut().for_each(|x| *x /= count);
+                super::normalize(&mut sum);
+                sum
+            })
+            .collect())
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn dim(&self) -> usize {
+        self.inner.dim
+    }
+
+    fn model_id(&self) -> &str {
+        MODEL_ID
+    }
+
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            // Outside a tokio runtime there is no blocking pool to hand off
+            // to; computing inline beats panicking.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => handle
+                    .spawn_blocking(move || inner.embed(&texts))
+                    .await
+                    .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?,
+                Err(_) => inner.embed(&texts),
+            }
+        })
+    }
+}
