@@ -35,17 +35,15 @@ pub struct OnnxFiles {
 }
 
 impl OnnxFiles {
-    /// Names of the files that are missing, each with its path.
-    pub fn missing(&self) -> Vec<String> {
-        let tokenizer = self.tokenizer_dir.join(TOKENIZER_FILE);
+    /// The files that are missing: what each is, and its path.
+    pub fn missing(&self) -> Vec<(&'static str, PathBuf)> {
         [
-            ("ONNX model", self.model.as_path()),
-            ("onnxruntime library", self.runtime_lib.as_path()),
-            ("tokenizer", tokenizer.as_path()),
+            ("ONNX model", self.model.clone()),
+            ("onnxruntime library", self.runtime_lib.clone()),
+            ("tokenizer", self.tokenizer_dir.join(TOKENIZER_FILE)),
         ]
         .into_iter()
         .filter(|(_, p)| !p.is_file())
-        .map(|(what, p)| format!("{what} {}", p.display()))
         .collect()
     }
 }
@@ -118,10 +116,14 @@ struct Inner {
 impl OnnxEmbedder {
     pub fn load(files: &OnnxFiles, options: &OnnxOptions) -> Result<Self, EmbedError> {
         let missing = files.missing();
-        if !missing.is_empty() {
+        if let Some((_, first)) = missing.first() {
+            let names: Vec<String> = missing
+                .iter()
+                .map(|(what, p)| format!("{what} {}", p.display()))
+                .collect();
             return Err(EmbedError::ModelMissing {
-                path: files.model.display().to_string(),
-                hint: format!("missing {}; {SETUP_HINT}", missing.join(", ")),
+                path: first.display().to_string(),
+                hint: format!("missing {}; {SETUP_HINT}", names.join(", ")),
             });
         }
         init_runtime(&files.runtime_lib)?;
