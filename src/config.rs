@@ -164,7 +164,7 @@ pub struct ServeArgs {
 pub enum EmbedderKind {
     /// all-MiniLM-L6-v2 on the CPU through ONNX Runtime (384 dimensions).
     Local,
-    /// The same model through candle (pure Rust; 3-4x slower, kept as a
+    /// The same model through candle (pure Rust; ~3x slower per query, kept as a
     /// fallback for machines without the onnxruntime library).
     Candle,
     /// An OpenAI-compatible /embeddings endpoint (OpenAI, Ollama, vLLM, TEI).

@@ -5,7 +5,7 @@
 //! The graph returns token embeddings (`last_hidden_state`); this module does
 //! the rest of the sentence-transformers pipeline itself: mean pooling over
 //! the attention mask, then L2 normalisation. Tokenising uses the model's own
-//! tokenizer.json. ONNX Runtime was measured 3-5x faster than candle on the
+//! tokenizer.json. ONNX Runtime was measured ~3x faster than candle on the
 //! same model for short queries (docs/BENCHMARKS.md, "Embedding backends"):
 //! candle's per-operation overhead dominates at ~10 tokens.
 
