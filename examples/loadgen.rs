@@ -474,13 +474,7 @@ async fn seed(
         vectors.extend(embedder.embed(chunk.to_vec()).await?);
     }
     let embedded = started.elapsed();
-    let row = db
-        .query_one(
-            "SELECT c.id, u.id FROM companions c, users u WHERE c.name = $1 AND u.external_id = $2",
-            &[&COMPANION, &USER],
-        )
-        .await?;
-    let (companion, user): (uuid::Uuid, uuid::Uuid) = (row.get(0), row.get(1));
+    let (companion, user) = scope_ids(db).await?;
     let insert = db
         .prepare(
             "INSERT INTO memories (companion_id, user_id, content, content_hash, kind, embedding, \
@@ -545,6 +539,17 @@ async fn seed(
     Ok(())
 }
 
+/// The loadgen companion's and user's row ids.
+async fn scope_ids(db: &tokio_postgres::Client) -> anyhow::Result<(uuid::Uuid, uuid::Uuid)> {
+    let row = db
+        .query_one(
+            "SELECT c.id, u.id FROM companions c, users u WHERE c.name = $1 AND u.external_id = $2",
+            &[&COMPANION, &USER],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// A standard normal sample (Box-Muller).
 fn gaussian(rng: &mut StdRng) -> f32 {
     let u1: f32 = rng.random_range(f32::EPSILON..1.0);
@@ -590,13 +595,7 @@ async fn measure_floor(
     // The server's own HNSW settings (src/db/mod.rs), on the same scope.
     db.batch_execute("SET hnsw.ef_search = 100; SET hnsw.iterative_scan = relaxed_order")
         .await?;
-    let row = db
-        .query_one(
-            "SELECT c.id, u.id FROM companions c, users u WHERE c.name = $1 AND u.external_id = $2",
-            &[&COMPANION, &USER],
-        )
-        .await?;
-    let (companion, user): (uuid::Uuid, uuid::Uuid) = (row.get(0), row.get(1));
+    let (companion, user) = scope_ids(db).await?;
     let hnsw = db
         .prepare(
             "SELECT m.id FROM memories m WHERE m.companion_id = $1 AND m.user_id = $2 \

@@ -181,29 +181,7 @@ enum Named {
 /// Reads the date phrase starting at `toks[i]`, if any, and how many tokens
 /// it spans.
 fn named_at(toks: &[Tok], i: usize) -> Option<(Named, usize)> {
-    let prev = i.checked_sub(1).map(|p| toks[p]);
-    let after_preposition = matches!(
-        prev,
-        Some(Tok::Word(
-            "in" | "during"
-                | "since"
-                | "from"
-                | "of"
-                | "by"
-                | "until"
-                | "till"
-                | "before"
-                | "after"
-                | "early"
-                | "late"
-                | "mid"
-                | "last"
-                | "this"
-                | "next"
-                | "around"
-                | "through"
-        ))
-    );
+    let after_preposition = after_time_word(toks, i, true);
     let year_at = |j: usize| match toks.get(j) {
         Some(Tok::Num(y, false)) if is_year(*y) => Some(*y as i32),
         _ => None,
@@ -254,27 +232,24 @@ fn named_at(toks: &[Tok], i: usize) -> Option<(Named, usize)> {
     }
 }
 
+/// Whether `toks[i]` follows a word that introduces a time ("in", "last",
+/// "early", ...); `loose` also accepts ones that often precede other things
+/// ("from", "by", "before", "after", "around").
+fn after_time_word(toks: &[Tok], i: usize, loose: bool) -> bool {
+    let Some(Tok::Word(prev)) = i.checked_sub(1).map(|p| toks[p]) else {
+        return false;
+    };
+    let strict = [
+        "in", "during", "since", "of", "until", "till", "early", "late", "mid", "last", "this",
+        "next", "through",
+    ];
+    let more = ["from", "by", "before", "after", "around"];
+    strict.contains(&prev) || (loose && more.contains(&prev))
+}
+
 /// Whether the raw word at `toks[i]` is a month worth believing.
 fn plausible_month(raw: &str, toks: &[Tok], i: usize, span: usize) -> bool {
-    if span > 1 || !ambiguous(raw) {
-        return true;
-    }
-    matches!(
-        i.checked_sub(1).map(|p| toks[p]),
-        Some(Tok::Word(
-            "in" | "during"
-                | "since"
-                | "of"
-                | "until"
-                | "early"
-                | "late"
-                | "mid"
-                | "last"
-                | "this"
-                | "next"
-                | "through"
-        ))
-    )
+    span > 1 || !ambiguous(raw) || after_time_word(toks, i, false)
 }
 
 /// The windows `query` talks about, relative to `now`; empty when it names

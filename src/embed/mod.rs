@@ -89,6 +89,21 @@ pub(crate) fn load_tokenizer(
     Ok((tokenizer, pad_id))
 }
 
+/// Runs CPU-bound inference on tokio's blocking pool, so it never stalls the
+/// async runtime; outside a runtime there is no pool to hand off to, and
+/// computing inline beats panicking.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, EmbedError> + Send + 'static,
+) -> Result<T, EmbedError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle
+            .spawn_blocking(work)
+            .await
+            .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?,
+        Err(_) => work(),
+    }
+}
+
 /// Scales `v` to unit length (a zero vector stays zero).
 pub fn normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -335,17 +335,7 @@ impl Embedder for OnnxEmbedder {
 
     fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move {
-            // Outside a tokio runtime there is no blocking pool to hand off
-            // to; computing inline beats panicking.
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => handle
-                    .spawn_blocking(move || inner.embed(&texts))
-                    .await
-                    .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?,
-                Err(_) => inner.embed(&texts),
-            }
-        })
+        Box::pin(super::off_runtime(move || inner.embed(&texts)))
     }
 }
 
