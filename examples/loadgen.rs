@@ -614,7 +614,19 @@ async fn measure_floor(
         db.query(&hnsw, &[&companion, &user, v]).await?;
         hnsw_times.push(started.elapsed());
     }
-    let texts: Vec<String> = (0..400).map(|_| memory_text(&mut rng)).collect();
+    // Shaped like the texts the ingest phase stores (same suffix), so the
+    // ratio compares equal work.
+    let texts: Vec<String> = (0..400)
+        .map(|i| {
+            let b = i / 100;
+            let j = i % 100;
+            format!(
+                "{} (batch {b}.{j} {})",
+                memory_text(&mut rng),
+                rng.random::<u32>()
+            )
+        })
+        .collect();
     let started = Instant::now();
     for chunk in texts.chunks(100) {
         embedder.embed(chunk.to_vec()).await?;
