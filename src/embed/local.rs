@@ -263,70 +263,10 @@ mod tests {
         }
     }
 
-    fn embed_one(e: &LocalEmbedder, text: &str) -> Vec<f32> {
-        let mut v = e.embed_sync(&[text.to_string()]).expect("embedding");
-        assert_eq!(v.len(), 1);
-        v.remove(0)
-    }
-
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    fn assert_unit(v: &[f32]) {
-        assert!(v.iter().all(|x| x.is_finite()), "non-finite component");
-        let norm = dot(v, v).sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
-    }
-
     #[test]
     fn minilm_sanity() {
         let e = load();
-        assert_eq!(e.dim(), 384);
-        assert_eq!(e.model_id(), "all-MiniLM-L6-v2");
-
-        let fact = "I adopted a beagle named Max";
-        let v_fact = embed_one(&e, fact);
-        assert_eq!(v_fact.len(), 384);
-        assert_unit(&v_fact);
-
-        let related = dot(&v_fact, &embed_one(&e, "what pet does the user have?"));
-        let unrelated = dot(&v_fact, &embed_one(&e, "the quarterly tax filing deadline"));
-        assert!(
-            related > unrelated,
-            "related {related} should beat unrelated {unrelated}"
-        );
-
-        // Longer and shorter neighbours force padding around `fact`.
-        let long = "word ".repeat(400);
-        let batch: Vec<String> = vec![
-            "a much longer sentence that will certainly need more tokens than the fact".into(),
-            fact.into(),
-            String::new(),
-            "hi".into(),
-            long.clone(),
-        ];
-        let got = e.embed_sync(&batch).expect("batch embedding");
-        assert_eq!(got.len(), batch.len());
-        for v in &got {
-            assert_eq!(v.len(), 384);
-            assert_unit(v);
-        }
-        let max_diff = got[1]
-            .iter()
-            .zip(&v_fact)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(max_diff < 1e-4, "batched differs from single by {max_diff}");
-        // Results come back in input order, not length order.
-        let max_diff_hi = got[3]
-            .iter()
-            .zip(&embed_one(&e, "hi"))
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(max_diff_hi < 1e-4, "order mix-up: {max_diff_hi}");
-        assert_unit(&embed_one(&e, ""));
-        assert!(e.embed_sync(&[]).expect("empty batch").is_empty());
+        super::super::testkit::check_minilm(&e, |t| e.embed_sync(t));
     }
 
     #[test]

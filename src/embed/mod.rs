@@ -10,6 +10,8 @@ pub mod hash;
 pub mod local;
 pub mod onnx;
 pub mod openai;
+#[cfg(test)]
+mod testkit;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -367,69 +367,10 @@ mod tests {
         }
     }
 
-    fn embed_one(e: &OnnxEmbedder, text: &str) -> Vec<f32> {
-        let mut v = e.embed_sync(&[text.to_string()]).expect("embedding");
-        assert_eq!(v.len(), 1);
-        v.remove(0)
-    }
-
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    }
-
-    fn assert_unit(v: &[f32]) {
-        assert!(v.iter().all(|x| x.is_finite()), "non-finite component");
-        let norm = dot(v, v).sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
-    }
-
     #[test]
     fn onnx_minilm_sanity() {
         let e = load();
-        assert_eq!(e.dim(), 384);
-        assert_eq!(e.model_id(), "all-MiniLM-L6-v2");
-
-        let fact = "I adopted a beagle named Max";
-        let v_fact = embed_one(&e, fact);
-        assert_eq!(v_fact.len(), 384);
-        assert_unit(&v_fact);
-
-        let related = dot(&v_fact, &embed_one(&e, "what pet does the user have?"));
-        let unrelated = dot(&v_fact, &embed_one(&e, "the quarterly tax filing deadline"));
-        assert!(
-            related > unrelated,
-            "related {related} should beat unrelated {unrelated}"
-        );
-
-        // Longer and shorter neighbours force padding around `fact`; the
-        // 400-word text must be truncated, not rejected.
-        let batch: Vec<String> = vec![
-            "a much longer sentence that will certainly need more tokens than the fact".into(),
-            fact.into(),
-            String::new(),
-            "hi".into(),
-            "word ".repeat(400),
-        ];
-        let got = e.embed_sync(&batch).expect("batch embedding");
-        assert_eq!(got.len(), batch.len());
-        for v in &got {
-            assert_eq!(v.len(), 384);
-            assert_unit(v);
-        }
-        let d = max_diff(&got[1], &v_fact);
-        assert!(d < 1e-4, "batched differs from single by {d}");
-        // Results come back in input order, not length order.
-        let d = max_diff(&got[3], &embed_one(&e, "hi"));
-        assert!(d < 1e-4, "order mix-up: {d}");
-        assert_unit(&embed_one(&e, ""));
-        assert!(e.embed_sync(&[]).expect("empty batch").is_empty());
+        super::super::testkit::check_minilm(&e, |t| e.embed_sync(t));
     }
 
     /// The int8 graph must stay interchangeable with the fp32 model: vectors
@@ -454,7 +395,7 @@ mod tests {
         let a = onnx.embed_sync(&texts).expect("onnx");
         let b = candle.embed_sync(&texts).expect("candle");
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            let cos = dot(x, y);
+            let cos = super::super::testkit::dot(x, y);
             assert!(cos > 0.995, "text {i}: cosine {cos} to candle");
         }
     }
