@@ -1,6 +1,6 @@
 //! Background upkeep that never blocks a request: writing counted reads
-//! (access statistics), purging expired memories
-//! and embedding memories and messages stored while the embedder was unavailable.
+//! (access statistics), purging expired memories, and embedding memories
+//! and messages stored while the embedder was unavailable.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -86,6 +86,7 @@ pub(crate) struct FusionParams<'a> {
     /// `terms`); otherwise they are counted in the statement.
     pub terms: Option<(&'a str, &'a str, &'a str)>,
 }
+
 /// At most this many keyword matches are ranked.
 const MATCH_CAP: i64 = 5_000;
 

@@ -129,9 +129,10 @@ impl Store {
                 ))
                 .await?;
             let rows = client.query(&stmt, &[&companion, &user, &missing]).await?;
-            let counted: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let (names, counts): (Vec<String>, Vec<i64>) = counted.clone().into_iter().unzip();
+            let (names, counts): (Vec<String>, Vec<i64>) =
+                rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1))).unzip();
             remember(cache, key, &names, &counts);
+            let counted: HashMap<&String, i64> = names.iter().zip(counts).collect();
             for (d, l) in dfs.iter_mut().zip(&lexemes) {
                 if d.is_none() {
                     *d = counted.get(l).copied();
