@@ -103,13 +103,28 @@ const DEAD_PID: i32 = 4_194_305;
 /// Lines of command output and of the server log quoted in errors.
 const TAIL_LINES: usize = 20;
 
-/// Appended once to `postgresql.conf` by `initdb`; an administrator may edit these.
-const TUNABLES: &str = "
-# --- added by mnemo for its embedded cluster (edit freely) ---
-shared_buffers = 128MB
-max_connections = 200
+/// Appended once to `postgresql.conf` by `initdb`, after
+/// `shared_buffers` (see [`shared_buffers_mb`]); an administrator may edit these.
+const TUNABLES: &str = "max_connections = 200
 maintenance_work_mem = 128MB
 ";
+/// Bounds of the embedded cluster's `shared_buffers`, in MB.
+const SHARED_BUFFERS_MB: (u64, u64) = (128, 1024);
+
+/// A quarter of the machine's memory, within [`SHARED_BUFFERS_MB`]: 100k
+/// memories take about 470 MB of table and indexes, and with PostgreSQL's
+/// default 128 MB every keyword search and `get_memory` at that size read
+/// pages back from the kernel (docs/BENCHMARKS.md). Buffers are only
+/// touched as data grows, so a small database costs no more.
+fn shared_buffers_mb() -> u64 {
+    let (low, high) = SHARED_BUFFERS_MB;
+    let total_kb = fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    total_kb.map_or(low, |kb| (kb / 1024 / 4).clamp(low, high))
+}
 /// Linux only: after a crash, one syncfs() of the file system instead of an
 /// fsync() of every file before recovery (seconds saved on slow disks).
 const LINUX_TUNABLES: &str = "recovery_init_sync_method = syncfs
@@ -553,6 +568,11 @@ impl EmbeddedCluster {
             .append(true)
             .open(&conf)
             .and_then(|mut f| {
+                writeln!(
+                    f,
+                    "\n# --- added by mnemo for its embedded cluster (edit freely) ---"
+                )?;
+                writeln!(f, "shared_buffers = {}MB", shared_buffers_mb())?;
                 f.write_all(TUNABLES.as_bytes())?;
                 if cfg!(target_os = "linux") {
                     f.write_all(LINUX_TUNABLES.as_bytes())?;
@@ -1289,6 +1309,27 @@ mod tests {
             .expect("SELECT 1")
             .get(0);
         assert_eq!(one, 1);
+        // Sized to the machine at initdb, not PostgreSQL's 128 MB default.
+        let buffers: i64 = db
+            .query_one(
+                "SELECT pg_size_bytes(current_setting('shared_buffers')) / 1048576",
+                &[],
+            )
+            .await
+            .expect("shared_buffers")
+            .get(0);
+        assert_eq!(buffers as u64, shared_buffers_mb());
+        if let Ok(info) = fs::read_to_string("/proc/meminfo") {
+            let over_1gb = info
+                .lines()
+                .filter(|l| l.starts_with("MemTotal:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .any(|kb| kb > 1 << 20);
+            assert!(
+                !over_1gb || shared_buffers_mb() > SHARED_BUFFERS_MB.0,
+                "a machine with over 1 GB got the minimum shared_buffers ({buffers} MB)"
+            );
+        }
         db.batch_execute(
             "CREATE EXTENSION IF NOT EXISTS vector;
              CREATE TABLE kept (v vector(3));

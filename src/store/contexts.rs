@@ -628,12 +628,15 @@ fn search_sql() -> String {
             filter,
             &super::search::FusionParams {
                 vector: "$5",
-                text: "$6",
                 use_vector: "$7",
-                use_text: "$8",
                 candidates: &CANDIDATES.to_string(),
+                keyword: super::search::KeywordList::Inline(super::search::KeywordParams {
+                    text: "$6",
+                    use_text: "$8",
+                    candidates: &CANDIDATES.to_string(),
+                    terms: None,
+                }),
                 windows: None,
-                terms: None,
             },
         ),
     )

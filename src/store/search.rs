@@ -17,9 +17,10 @@
 
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::memories::FILTER_TYPES;
-use super::terms::{DF_CAP, TermStats};
+use super::terms::DF_CAP;
 use super::{ListFilter, MEMORY_COLUMNS, Memory, Scope, Store, StoreError};
 use crate::timeframe::TimeWindow;
 
@@ -71,32 +72,46 @@ const NEIGHBOUR: f64 = 0.45;
 /// How many of the best fused candidates spread score to neighbours.
 const NEIGHBOUR_POOL: i64 = 50;
 
-/// Where a hybrid search finds its inputs: SQL placeholders.
-pub(crate) struct FusionParams<'a> {
-    pub vector: &'a str,
+/// Where the keyword side finds its inputs: SQL placeholders.
+pub(crate) struct KeywordParams<'a> {
     pub text: &'a str,
-    pub use_vector: &'a str,
     pub use_text: &'a str,
     pub candidates: &'a str,
-    /// Placeholders for the starts and ends (`timestamptz[]`) of the time
-    /// windows the query names, when the table has `occurred_at`.
-    pub windows: Option<(&'a str, &'a str)>,
     /// Placeholders for the term statistics (`int8` N, `text[]` lexemes,
     /// `int8[]` their document frequencies) when the caller has them (see
     /// `terms`); otherwise they are counted in the statement.
     pub terms: Option<(&'a str, &'a str, &'a str)>,
 }
 
+/// Where the fusion takes its full-text list from.
+pub(crate) enum KeywordList<'a> {
+    /// Ranked in the same statement.
+    Inline(KeywordParams<'a>),
+    /// Ranked earlier (see [`keyword_ctes`]): a placeholder for the ids
+    /// (`uuid[]`), best first.
+    Ranked(&'a str),
+}
+
+/// Where a hybrid search finds its inputs: SQL placeholders.
+pub(crate) struct FusionParams<'a> {
+    pub vector: &'a str,
+    pub use_vector: &'a str,
+    pub candidates: &'a str,
+    pub keyword: KeywordList<'a>,
+    /// Placeholders for the starts and ends (`timestamptz[]`) of the time
+    /// windows the query names, when the table has `occurred_at`.
+    pub windows: Option<(&'a str, &'a str)>,
+}
+
 /// At most this many keyword matches are ranked.
 const MATCH_CAP: i64 = 5_000;
 
-/// The `sem`, `q`, `kw` and `fused` CTEs of a hybrid search over `table`
-/// (aliased `m`, with `embedding` and `search_tsv` columns): the best
-/// vector and full-text candidates under `filter`, fused by weighted RRF
-/// into `fused(id, rrf)`. Memories and messages rank the same way.
+/// The CTEs of the full-text side of a search over `table` (aliased `m`,
+/// with a `search_tsv` column), ending in `kw(id, rank)`: the best
+/// full-text candidates under `filter`.
 ///
-/// The full-text side matches any of the query's lexemes and ranks BM25-style:
-/// the sum over matched lexemes of idf × `ts_rank` (term frequency, no length
+/// It matches any of the query's lexemes and ranks BM25-style: the sum over
+/// matched lexemes of idf × `ts_rank` (term frequency, no length
 /// normalisation), with idf = ln(1 + (N − df + 0.5)/(df + 0.5)) counted over
 /// the searched scope, so a name in half the memories weighs less than a rare
 /// word. On LoCoMo this beat plain `ts_rank` (R@5 0.611 → 0.640) and cover
@@ -107,15 +122,13 @@ const MATCH_CAP: i64 = 5_000;
 /// all of the query's lexemes together), and at most [`MATCH_CAP`] of them
 /// are ranked. A scope where no lexeme reaches the cap ranks exactly as
 /// above; at 100k memories this took the keyword side from ~300 ms to a few
-/// ms (docs/BENCHMARKS.md).
-pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String {
-    let FusionParams {
-        vector,
+/// ms (docs/BENCHMARKS.md). The idf is float arithmetic computed once per
+/// lexeme: as `numeric`, per matched row, it was half the statement.
+pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> String {
+    let KeywordParams {
         text,
-        use_vector,
         use_text,
         candidates,
-        windows,
         terms,
     } = p;
     let (total, df) = match terms {
@@ -141,6 +154,51 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
                  ) c"
             ),
         ),
+    };
+    format!(
+        "df AS MATERIALIZED ( \
+            {df} \
+         ), q AS ( \
+            SELECT coalesce((SELECT string_agg(lq::text, ' | ') FROM df WHERE df < {DF_CAP})::tsquery \
+                                || plainto_tsquery('english', {text}), \
+                            plainto_tsquery('english', {text})) AS query \
+         ), matched AS ( \
+            SELECT m.id, m.search_tsv FROM {table} m, q \
+            WHERE {use_text}::bool AND m.search_tsv @@ q.query AND {filter} LIMIT {MATCH_CAP} \
+         ), total AS ( \
+            {total} \
+         ), idf AS MATERIALIZED ( \
+            SELECT df.lq, ln(1 + (greatest(total.n, df.df) - df.df + 0.5)::float8 / (df.df + 0.5)::float8) AS idf \
+            FROM df CROSS JOIN total \
+         ), kw AS ( \
+            SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rank FROM ( \
+                SELECT mt.id, sum(idf.idf * ts_rank(mt.search_tsv, idf.lq)) AS rank \
+                FROM matched mt JOIN idf ON mt.search_tsv @@ idf.lq \
+                GROUP BY mt.id ORDER BY 2 DESC LIMIT {candidates}) k \
+         )"
+    )
+}
+
+/// The CTEs of a hybrid search over `table` (aliased `m`, with `embedding`
+/// and `search_tsv` columns), ending in `fused(id, rrf)`: the best vector
+/// candidates under `filter`, the full-text list (see [`keyword_ctes`]) and,
+/// for memories, the time list, fused by weighted RRF. Memories and messages
+/// rank the same way.
+pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String {
+    let FusionParams {
+        vector,
+        use_vector,
+        candidates,
+        keyword,
+        windows,
+    } = p;
+    let kw = match keyword {
+        KeywordList::Inline(k) => keyword_ctes(table, filter, k),
+        KeywordList::Ranked(ids) => {
+            format!(
+                "kw AS (SELECT id, rank FROM unnest({ids}::uuid[]) WITH ORDINALITY k(id, rank))"
+            )
+        }
     };
     // Memories that happened in a window the query names, ranked by meaning:
     // a third list. Skipped when the windows hold more than WINDOW_CAP
@@ -179,26 +237,7 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
                 SELECT m.id, m.embedding <=> {vector} AS dist FROM {table} m \
                 WHERE {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} \
                 ORDER BY m.embedding <=> {vector} LIMIT {candidates}) s \
-         ), df AS MATERIALIZED ( \
-            {df} \
-         ), q AS ( \
-            SELECT coalesce((SELECT string_agg(lq::text, ' | ') FROM df WHERE df < {DF_CAP})::tsquery \
-                                || plainto_tsquery('english', {text}), \
-                            plainto_tsquery('english', {text})) AS query \
-         ), matched AS ( \
-            SELECT m.id, m.search_tsv FROM {table} m, q \
-            WHERE {use_text}::bool AND m.search_tsv @@ q.query AND {filter} LIMIT {MATCH_CAP} \
-         ), total AS ( \
-            {total} \
-         ), idf AS ( \
-            SELECT df.lq, ln(1 + (greatest(total.n, df.df) - df.df + 0.5) / (df.df + 0.5)) AS idf \
-            FROM df CROSS JOIN total \
-         ), kw AS ( \
-            SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rank FROM ( \
-                SELECT mt.id, sum(idf.idf * ts_rank(mt.search_tsv, idf.lq)) AS rank \
-                FROM matched mt JOIN idf ON mt.search_tsv @@ idf.lq \
-                GROUP BY mt.id ORDER BY 2 DESC LIMIT {candidates}) k \
-         ){time_list}, fused AS ( \
+         ), {kw}{time_list}, fused AS ( \
             SELECT {id} AS id, \
                    coalesce({W_SEMANTIC:?} / ({RRF_K:?} + sem.rank), 0) \
                  + coalesce({W_KEYWORD:?} / ({RRF_K:?} + kw.rank), 0){time_rrf} AS rrf \
@@ -207,20 +246,42 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
     )
 }
 
+/// The keyword statement of a memory search: the full-text candidates' ids,
+/// best first. Parameters: the filter's $1..$9, $10 text, $11 N, $12
+/// lexemes, $13 their document frequencies. It needs no embedding, so it
+/// runs while the query is embedded.
+fn keyword_sql(filter: &str) -> String {
+    let ctes = keyword_ctes(
+        "memories",
+        filter,
+        &KeywordParams {
+            text: "$10",
+            use_text: "true",
+            candidates: &CANDIDATES.to_string(),
+            terms: Some(("$11", "$12", "$13")),
+        },
+    );
+    format!("WITH {ctes} SELECT coalesce(array_agg(id ORDER BY rank), '{{}}') FROM kw")
+}
+
 /// The search statement for a filter (the text is the prepared-statement
 /// cache key: one statement per combination of filters in use).
+/// Parameters: the filter's $1..$9, $10 the query vector, $11 whether to
+/// use it, $12 the limit, $13 and $14 the time windows' starts and ends,
+/// $15 the keyword candidates' ids, best first.
+///
+/// The score is float arithmetic: as `numeric` (what `extract` and decimal
+/// literals give), `power` over 250 candidates took a third of the statement.
 fn search_sql(filter: &str) -> String {
     let fusion = fusion_ctes(
         "memories",
         filter,
         &FusionParams {
             vector: "$10",
-            text: "$11",
-            use_vector: "$12",
-            use_text: "$13",
+            use_vector: "$11",
             candidates: &CANDIDATES.to_string(),
-            windows: Some(("$15", "$16")),
-            terms: Some(("$17", "$18", "$19")),
+            keyword: KeywordList::Ranked("$15"),
+            windows: Some(("$13", "$14")),
         },
     );
     format!(
@@ -238,7 +299,7 @@ fn search_sql(filter: &str) -> String {
                  ORDER BY p.seq LIMIT 1) \
             ) n \
             WHERE c.kind = 'experience' AND n.kind = 'experience' \
-              AND abs(extract(epoch FROM n.occurred_at - c.occurred_at)) <= 21600 \
+              AND n.occurred_at BETWEEN c.occurred_at - interval '6 hours' AND c.occurred_at + interval '6 hours' \
          ), scored AS ( \
             SELECT id, max(own) AS own, max(near) AS near FROM ( \
                 SELECT id, rrf AS own, 0::float8 AS near FROM fused \
@@ -246,12 +307,12 @@ fn search_sql(filter: &str) -> String {
             ) x GROUP BY id \
          ) \
          SELECT {MEMORY_COLUMNS}, \
-            ((s.own + {NEIGHBOUR:?} * s.near) * (1 + 0.005 * (m.importance - 5) / 5.0) \
-                   * (1 + 0.003 * power(2, -greatest(extract(epoch FROM now() - m.occurred_at), 0) / 2592000.0)) \
-            )::float8 AS score \
+            (s.own + {NEIGHBOUR:?} * s.near) * (1 + 0.001::float8 * (m.importance - 5)) \
+                * (1 + 0.003::float8 * power(2::float8, \
+                    -greatest(date_part('epoch', now() - m.occurred_at), 0) / 2592000)) AS score \
          FROM scored s JOIN memories m ON m.id = s.id JOIN users u ON u.id = m.user_id \
          WHERE {filter} \
-         ORDER BY score DESC, m.id LIMIT $14"
+         ORDER BY score DESC, m.id LIMIT $12"
     )
 }
 
@@ -259,8 +320,6 @@ fn search_sql(filter: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Query {
     pub text: String,
-    /// The text's embedding; needed unless `mode` is keyword.
-    pub embedding: Option<Vec<f32>>,
     pub mode: SearchMode,
     /// Times the text talks about: memories that happened then rank higher.
     pub windows: Vec<TimeWindow>,
@@ -270,54 +329,112 @@ pub struct Query {
 impl Query {
     /// A query for `text`, reading the times it names relative to now.
     /// Keyword searches ignore time (the time list is ranked by meaning).
-    pub fn new(text: String, embedding: Option<Vec<f32>>, mode: SearchMode, limit: i64) -> Self {
+    pub fn new(text: String, mode: SearchMode, limit: i64) -> Self {
         let windows = match mode {
             SearchMode::Keyword => Vec::new(),
             _ => crate::timeframe::windows(&text, chrono::Utc::now()),
         };
         Query {
             text,
-            embedding,
             mode,
             windows,
             limit,
         }
     }
+
+    /// Whether the query's embedding is needed.
+    pub fn wants_embedding(&self) -> bool {
+        self.mode != SearchMode::Keyword
+    }
+}
+
+/// The half of a search that needs no embedding: whose memories, and the
+/// full-text candidates. See [`Store::search_keywords`].
+#[derive(Debug, Default)]
+pub struct KeywordHits {
+    /// `None` when the user has no memories here at all.
+    user_id: Option<Uuid>,
+    /// Best first.
+    ids: Vec<Uuid>,
 }
 
 impl Store {
-    /// The best `query.limit` memories for `query` under `filter`.
+    /// The user and the full-text candidates of `query` (none in semantic
+    /// mode). It needs no embedding, so callers run it while the query is
+    /// embedded and pass the result to [`Store::search`]: on two cores the
+    /// keyword statement then costs almost nothing (docs/BENCHMARKS.md).
+    pub async fn search_keywords(
+        &self,
+        scope: &Scope,
+        filter: &ListFilter,
+        query: &Query,
+    ) -> Result<KeywordHits, StoreError> {
+        let client = self.client().await?;
+        let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
+            return Ok(KeywordHits::default());
+        };
+        if query.mode == SearchMode::Semantic {
+            return Ok(KeywordHits {
+                user_id: Some(user_id),
+                ids: Vec::new(),
+            });
+        }
+        let terms = self
+            .term_stats(&client, scope.companion_id, user_id, &query.text)
+            .await?;
+        let stmt = client
+            .prepare_typed_cached(&keyword_sql(&filter.sql()), &FILTER_TYPES)
+            .await?;
+        let started = std::time::Instant::now();
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &scope.companion_id,
+                    &user_id,
+                    &filter.kind_names(),
+                    &filter.tags_any,
+                    &filter.tags_all,
+                    &filter.min_importance,
+                    &filter.since,
+                    &filter.until,
+                    &filter.include_archived,
+                    &query.text,
+                    &terms.scope_size,
+                    &terms.lexemes,
+                    &terms.dfs,
+                ],
+            )
+            .await?;
+        crate::db::note_duration("search_keywords", started);
+        Ok(KeywordHits {
+            user_id: Some(user_id),
+            ids: row.get(0),
+        })
+    }
+
+    /// The best `query.limit` memories for `query` under `filter`, given
+    /// its embedding (`None` in keyword mode, or when the model is down) and
+    /// its keyword side from [`Store::search_keywords`].
     pub async fn search(
         &self,
         scope: &Scope,
         filter: &ListFilter,
-        query: Query,
+        query: &Query,
+        embedding: Option<Vec<f32>>,
+        keywords: KeywordHits,
     ) -> Result<Vec<Hit>, StoreError> {
-        let Query {
-            text,
-            embedding,
-            mode,
-            windows,
-            limit,
-        } = query;
-        let starts: Vec<_> = windows.iter().map(|w| w.start).collect();
-        let ends: Vec<_> = windows.iter().map(|w| w.end).collect();
-        let client = self.client().await?;
-        let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
+        let Some(user_id) = keywords.user_id else {
             return Ok(Vec::new());
         };
-        let use_vectors = mode != SearchMode::Keyword && embedding.is_some();
-        let use_text = mode != SearchMode::Semantic;
-        let terms = if use_text {
-            self.term_stats(&client, scope.companion_id, user_id, &text)
-                .await?
-        } else {
-            TermStats::default()
-        };
+        let starts: Vec<_> = query.windows.iter().map(|w| w.start).collect();
+        let ends: Vec<_> = query.windows.iter().map(|w| w.end).collect();
+        let use_vectors = query.mode != SearchMode::Keyword && embedding.is_some();
         // A placeholder vector keeps the statement's parameter types fixed
         // when the semantic side is switched off.
         let dim = self.embedding_dim();
         let vector = Vector::from(embedding.unwrap_or_else(|| vec![0.0; dim]));
+        let client = self.client().await?;
         let stmt = client
             .prepare_typed_cached(&search_sql(&filter.sql()), &FILTER_TYPES)
             .await?;
@@ -336,15 +453,11 @@ impl Store {
                     &filter.until,
                     &filter.include_archived,
                     &vector,
-                    &text,
                     &use_vectors,
-                    &use_text,
-                    &limit.min(CANDIDATES),
+                    &query.limit.min(CANDIDATES),
                     &starts,
                     &ends,
-                    &terms.scope_size,
-                    &terms.lexemes,
-                    &terms.dfs,
+                    &keywords.ids,
                 ],
             )
             .await?;

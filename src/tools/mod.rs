@@ -42,7 +42,8 @@ use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::embed::{Embedder, LazyEmbedder};
-use crate::store::{Scope, Store};
+use crate::store::search::{Hit, Query};
+use crate::store::{ListFilter, Scope, Store};
 use output::ToolError;
 
 pub use contexts::*;
@@ -90,6 +91,35 @@ impl App {
             })?;
         v.pop()
             .ok_or_else(|| ToolError::Unavailable("the embedder returned nothing".into()))
+    }
+
+    /// Runs `query`: its keyword side while it is embedded (the two use
+    /// different cores), then the fusion. When the model is down a search
+    /// fails with a hint at keyword mode, unless `keywords_if_down`, which
+    /// ranks by keywords alone instead.
+    pub(crate) async fn search(
+        &self,
+        scope: &Scope,
+        filter: &ListFilter,
+        query: &Query,
+        keywords_if_down: bool,
+    ) -> Result<Vec<Hit>, ToolError> {
+        let embedding = async {
+            if !query.wants_embedding() {
+                return Ok(None);
+            }
+            match self.embed_query(&query.text).await {
+                Ok(v) => Ok(Some(v)),
+                Err(_) if keywords_if_down => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let (embedding, keywords) =
+            tokio::join!(embedding, self.store.search_keywords(scope, filter, query));
+        Ok(self
+            .store
+            .search(scope, filter, query, embedding?, keywords?)
+            .await?)
     }
 }
 

@@ -100,18 +100,8 @@ impl MnemoServer {
         };
         // A prompt should still work while the model loads or is down:
         // keywords alone then.
-        let (embedding, mode) = match app.embed_query(&topic).await {
-            Ok(v) => (Some(v), SearchMode::Hybrid),
-            Err(_) => (None, SearchMode::Keyword),
-        };
-        let hits = app
-            .store
-            .search(
-                &scope,
-                &filter,
-                Query::new(topic.clone(), embedding, mode, RECALL_LIMIT),
-            )
-            .await?;
+        let query = Query::new(topic.clone(), SearchMode::Hybrid, RECALL_LIMIT);
+        let hits = app.search(&scope, &filter, &query, true).await?;
         let text = if hits.is_empty() {
             format!(
                 "You have no memories about {user} that match \"{topic}\". If the conversation \

@@ -226,15 +226,12 @@ impl MnemoServer {
         let mode = args.mode.unwrap_or_default();
         let filter = self.filter(args.filter)?;
         let app = self.app();
-        let embedding = match mode {
-            SearchMode::Keyword => None,
-            _ => Some(app.embed_query(&query).await?),
-        };
-        let query = Query::new(query, embedding, mode, limit);
-        let windows = query.windows.clone();
-        let hits = app.store.search(&self.scope(&ext), &filter, query).await?;
+        let query = Query::new(query, mode, limit);
+        let hits = app
+            .search(&self.scope(&ext), &filter, &query, false)
+            .await?;
         Ok(Out(SearchResult {
-            time_windows: windows,
+            time_windows: query.windows,
             results: hits
                 .into_iter()
                 .map(|h| SearchHit {
