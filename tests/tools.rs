@@ -54,18 +54,28 @@ async fn every_tool_works(client: &Client) {
             {"content": "Always answer Ana in Spanish", "kind": "instruction", "user_id": "ana", "importance": 9},
             {"content": "Ana ran a marathon in Lisbon", "kind": "experience", "user_id": "ana",
              "occurred_at": "2023-10-15", "tags": ["sport"]},
-            {"content": "Ana prefers short answers", "user_id": "ana"}
+            {"content": "Ana prefers short answers", "user_id": "ana"},
+            {"content": "Ana adopted a beagle named Max", "user_id": "ana"},
+            {"content": "Ana adopted a beagle named Max", "user_id": "bob"}
         ]}),
     )
     .await;
     let results = batch["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4);
+    assert_eq!(results.len(), 6);
     assert_eq!(batch["created"], 3);
-    assert_eq!(batch["existing"], 1);
+    assert_eq!(batch["existing"], 3);
     assert_eq!(
         results[0]["id"], results[3]["id"],
         "a batch deduplicates within itself"
     );
+    assert_eq!(results[3]["created"], false);
+    assert_eq!(
+        results[4]["id"],
+        a_id.as_str(),
+        "a batch returns memories the user already has"
+    );
+    assert_eq!(results[4]["created"], false);
+    assert_eq!(results[5]["id"], other_user["id"]);
     let pref_id = results[0]["id"].as_str().unwrap().to_string();
     let marathon_id = results[2]["id"].as_str().unwrap().to_string();
 

@@ -1,6 +1,9 @@
 //! Memory rows: store (deduplicated), get, list, update, archive, restore,
 //! delete and statistics, all confined to a [`Scope`].
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
@@ -141,23 +144,54 @@ pub fn content_hash(content: &str) -> Vec<u8> {
     Sha256::digest(content.as_bytes()).to_vec()
 }
 
-/// `$14` is the memory's place in insertion order (`seq`) when a batch has
-/// reserved one, so a batch keeps its callers' order whatever order its rows
-/// are written in.
-const INSERT_SQL: &str = "INSERT INTO memories AS m (companion_id, user_id, content, content_hash, kind, importance, \
-        confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at, seq) \
-     OVERRIDING SYSTEM VALUE \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13, \
-        coalesce($14, nextval(pg_get_serial_sequence('memories', 'seq')))) \
-     ON CONFLICT (companion_id, user_id, content_hash) WHERE archived_at IS NULL DO UPDATE SET \
+/// What an insert does when the user already has a live memory with this
+/// content: nothing (the caller then reads the twin's id), unless the twin
+/// has expired, which is revived with the new fields.
+const ON_CONFLICT: &str = "ON CONFLICT (companion_id, user_id, content_hash) WHERE archived_at IS NULL DO UPDATE SET \
         kind = EXCLUDED.kind, importance = EXCLUDED.importance, confidence = EXCLUDED.confidence, \
         tags = EXCLUDED.tags, metadata = EXCLUDED.metadata, \
         embedding = coalesce(EXCLUDED.embedding, m.embedding), \
         embedding_model = coalesce(EXCLUDED.embedding_model, m.embedding_model), \
         occurred_at = EXCLUDED.occurred_at, expires_at = EXCLUDED.expires_at, \
         access_count = 0, last_accessed_at = NULL, created_at = now() \
-     WHERE m.expires_at IS NOT NULL AND m.expires_at <= now() \
-     RETURNING id";
+     WHERE m.expires_at IS NOT NULL AND m.expires_at <= now()";
+
+const INSERT_COLUMNS: &str = "INSERT INTO memories AS m (companion_id, user_id, content, content_hash, kind, \
+        importance, confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at, seq) \
+     OVERRIDING SYSTEM VALUE";
+
+/// `$14` is the memory's place in insertion order (`seq`) when a batch has
+/// reserved one, so a batch keeps its callers' order whatever order its rows
+/// are written in.
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{INSERT_COLUMNS} \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13, \
+            coalesce($14, nextval(pg_get_serial_sequence('memories', 'seq')))) \
+         {ON_CONFLICT} RETURNING id"
+    )
+});
+
+/// A batch's rows in one statement, one array per column ($2 the model,
+/// for the rows with an embedding), written in array order. Tags travel as
+/// JSON arrays: PostgreSQL has no array of arrays of different lengths.
+/// Returns the key of each row written, new or revived.
+static INSERT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{INSERT_COLUMNS} \
+         SELECT $1, r.user_id, r.content, r.hash, r.kind, r.importance, r.confidence, \
+            ARRAY(SELECT jsonb_array_elements_text(r.tags)), r.metadata, r.embedding, \
+            CASE WHEN r.embedding IS NOT NULL THEN $2 END, coalesce(r.occurred_at, now()), \
+            r.expires_at, r.seq \
+         FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::memory_kind[], $7::int2[], \
+                     $8::float4[], $9::jsonb[], $10::jsonb[], $11::vector[], $12::timestamptz[], \
+                     $13::timestamptz[], $14::int8[]) WITH ORDINALITY \
+            AS r(user_id, content, hash, kind, importance, confidence, tags, metadata, embedding, \
+                 occurred_at, expires_at, seq, ord) \
+         ORDER BY r.ord \
+         {ON_CONFLICT} RETURNING id, user_id, content_hash"
+    )
+});
 
 const EXISTING_SQL: &str = "SELECT id FROM memories \
      WHERE companion_id = $1 AND user_id = $2 AND content_hash = $3 AND archived_at IS NULL";
@@ -225,12 +259,12 @@ impl Store {
                 .map(|r| r.get(0))
                 .collect();
             seqs.sort_unstable();
-            let mut out: Vec<Option<StoreOutcome>> = vec![None; memories.len()];
             // Sorted by user: each user is looked up once per batch.
+            let mut user_ids = vec![Uuid::nil(); memories.len()];
             let mut user: Option<(&str, Uuid)> = None;
             for &i in order {
                 let memory = &memories[i];
-                let user_id = match user {
+                user_ids[i] = match user {
                     Some((name, id)) if name == memory.user => id,
                     _ => {
                         let id = Store::user_id(&tx, &memory.user).await?;
@@ -238,17 +272,23 @@ impl Store {
                         id
                     }
                 };
-                let embedding = embeddings.get(i).cloned().flatten();
-                let new = NewRow {
-                    memory,
-                    hash: &hashes[i],
-                    embedding,
-                    seq: seqs.get(i).copied(),
-                };
-                out[i] = Some(insert_one(&tx, scope, user_id, new, model).await?);
             }
+            let rows: Vec<BatchRow> = order
+                .iter()
+                .map(|&i| BatchRow {
+                    index: i,
+                    user_id: user_ids[i],
+                    new: NewRow {
+                        memory: &memories[i],
+                        hash: &hashes[i],
+                        embedding: embeddings.get(i).cloned().flatten(),
+                        seq: seqs.get(i).copied(),
+                    },
+                })
+                .collect();
+            let out = insert_many(&tx, scope, rows, model).await?;
             tx.commit().await?;
-            Ok(out.into_iter().flatten().collect())
+            Ok(out)
         })
         .await
     }
@@ -637,7 +677,7 @@ async fn insert_one(
     } = new;
     let model = embedding.is_some().then_some(model);
     let vector = to_vector(embedding);
-    let insert = client.prepare_cached(INSERT_SQL).await?;
+    let insert = client.prepare_cached(&INSERT_SQL).await?;
     let existing = client.prepare_cached(EXISTING_SQL).await?;
     // The live twin that made the insert a no-op can be archived or deleted
     // before we read its id: then the insert is simply tried again.
@@ -684,6 +724,138 @@ async fn insert_one(
     Err(StoreError::Constraint(
         "the memory with this content kept changing while storing: try again".into(),
     ))
+}
+
+/// A batch row: its place in the caller's list, whose it is, what to write.
+struct BatchRow<'a> {
+    index: usize,
+    user_id: Uuid,
+    new: NewRow<'a>,
+}
+
+/// Writes a batch's `rows` (in lock order) with one INSERT and returns the
+/// outcomes in the caller's order: one round trip instead of one per row,
+/// which matters when the database is across a network (on one machine the
+/// HNSW insert, 1.5-2 ms a row at 100k, dominates either way; see
+/// docs/BENCHMARKS.md). As in [`insert_one`], a content the user
+/// already has live returns that memory; a content repeated within the
+/// batch is written once (one statement cannot insert a row and then
+/// conflict with it) and its repeats return the first.
+async fn insert_many(
+    client: &impl GenericClient,
+    scope: &Scope,
+    rows: Vec<BatchRow<'_>>,
+    model: &str,
+) -> Result<Vec<StoreOutcome>, StoreError> {
+    type Key = (Uuid, Vec<u8>);
+    let mut out: Vec<Option<StoreOutcome>> = vec![None; rows.len()];
+    let mut first: HashMap<Key, usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    let mut written: Vec<BatchRow> = Vec::new();
+    for row in rows {
+        let key = (row.user_id, row.new.hash.to_vec());
+        match first.get(&key) {
+            Some(&original) => repeats.push((row.index, original)),
+            None => {
+                first.insert(key, row.index);
+                written.push(row);
+            }
+        }
+    }
+    let user_ids: Vec<Uuid> = written.iter().map(|r| r.user_id).collect();
+    let hashes: Vec<&[u8]> = written.iter().map(|r| r.new.hash).collect();
+    let tags: Vec<serde_json::Value> = written
+        .iter()
+        .map(|r| serde_json::Value::from(r.new.memory.tags.clone()))
+        .collect();
+    let stmt = client.prepare_cached(&INSERT_MANY_SQL).await?;
+    let returned = super::timed(
+        "store_memories",
+        client.query(
+            &stmt,
+            &[
+                &scope.companion_id,
+                &model,
+                &user_ids,
+                &written
+                    .iter()
+                    .map(|r| r.new.memory.content.as_str())
+                    .collect::<Vec<_>>(),
+                &hashes,
+                &written
+                    .iter()
+                    .map(|r| r.new.memory.kind)
+                    .collect::<Vec<_>>(),
+                &written
+                    .iter()
+                    .map(|r| r.new.memory.importance)
+                    .collect::<Vec<_>>(),
+                &written
+                    .iter()
+                    .map(|r| r.new.memory.confidence)
+                    .collect::<Vec<_>>(),
+                &tags,
+                &written
+                    .iter()
+                    .map(|r| &r.new.memory.metadata)
+                    .collect::<Vec<_>>(),
+                &written
+                    .iter()
+                    .map(|r| to_vector(r.new.embedding.clone()))
+                    .collect::<Vec<_>>(),
+                &written
+                    .iter()
+                    .map(|r| r.new.memory.occurred_at)
+                    .collect::<Vec<_>>(),
+                &written
+                    .iter()
+                    .map(|r| r.new.memory.expires_at)
+                    .collect::<Vec<_>>(),
+                &written.iter().map(|r| r.new.seq).collect::<Vec<_>>(),
+            ],
+        ),
+    )
+    .await?;
+    let mut ids: HashMap<Key, (Uuid, bool)> = returned
+        .iter()
+        .map(|r| ((r.get(1), r.get(2)), (r.get(0), true)))
+        .collect();
+    if ids.len() < written.len() {
+        // The rest met a live twin: return it, as a single store does.
+        let stmt = client
+            .prepare_cached(
+                "SELECT m.id, m.user_id, m.content_hash FROM memories m \
+                 JOIN unnest($2::uuid[], $3::bytea[]) k(user_id, hash) \
+                   ON m.user_id = k.user_id AND m.content_hash = k.hash \
+                 WHERE m.companion_id = $1 AND m.archived_at IS NULL",
+            )
+            .await?;
+        for r in client
+            .query(&stmt, &[&scope.companion_id, &user_ids, &hashes])
+            .await?
+        {
+            ids.entry((r.get(1), r.get(2))).or_insert((r.get(0), false));
+        }
+    }
+    for row in written {
+        let found = ids.get(&(row.user_id, row.new.hash.to_vec())).copied();
+        out[row.index] = Some(match found {
+            Some((id, created)) => StoreOutcome { id, created },
+            // The twin was archived or deleted in between: try this one alone.
+            None => insert_one(client, scope, row.user_id, row.new, model).await?,
+        });
+    }
+    for (index, original) in repeats {
+        out[index] = out[original].map(|o| StoreOutcome {
+            id: o.id,
+            created: false,
+        });
+    }
+    out.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
+        StoreError::Constraint(
+            "a memory of the batch was neither written nor found: try again".into(),
+        )
+    })
 }
 
 pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {

@@ -272,6 +272,8 @@ fn keyword_sql(filter: &str) -> String {
 ///
 /// The score is float arithmetic: as `numeric` (what `extract` and decimal
 /// literals give), `power` over 250 candidates took a third of the statement.
+/// Ages beyond 1,000 half-lives are taken as 1,000: 2^-1000 is already
+/// nothing, and a float8 `power` errors on underflow.
 fn search_sql(filter: &str) -> String {
     let fusion = fusion_ctes(
         "memories",
@@ -309,7 +311,7 @@ fn search_sql(filter: &str) -> String {
          SELECT {MEMORY_COLUMNS}, \
             (s.own + {NEIGHBOUR:?} * s.near) * (1 + 0.001::float8 * (m.importance - 5)) \
                 * (1 + 0.003::float8 * power(2::float8, \
-                    -greatest(date_part('epoch', now() - m.occurred_at), 0) / 2592000)) AS score \
+                    -least(greatest(date_part('epoch', now() - m.occurred_at), 0) / 2592000, 1000))) AS score \
          FROM scored s JOIN memories m ON m.id = s.id JOIN users u ON u.id = m.user_id \
          WHERE {filter} \
          ORDER BY score DESC, m.id LIMIT $12"
