@@ -596,11 +596,13 @@ async fn measure_floor(
     db.batch_execute("SET hnsw.ef_search = 100; SET hnsw.iterative_scan = relaxed_order")
         .await?;
     let (companion, user) = scope_ids(db).await?;
+    // The distance the server's index serves (half precision).
+    let distance = mnemo::db::halfvec_distance("m.embedding", "$3", embedder.dim());
     let hnsw = db
-        .prepare(
+        .prepare(&format!(
             "SELECT m.id FROM memories m WHERE m.companion_id = $1 AND m.user_id = $2 \
-             ORDER BY m.embedding <=> $3 LIMIT 10",
-        )
+             ORDER BY {distance} LIMIT 10"
+        ))
         .await?;
     let vectors: Vec<pgvector::Vector> = vectors.into_iter().map(pgvector::Vector::from).collect();
     // One untimed pass brings the index into the cache, as the server's

@@ -314,3 +314,51 @@ async fn help_teaches_the_commands() {
     let out = run_mnemo(mnemo(&db, "default", Embed::Hash), &["serve", "--help"]).await;
     assert!(text(&out.stdout).contains("--stdio") && text(&out.stdout).contains("--http"));
 }
+
+#[tokio::test]
+async fn the_hnsw_index_holds_half_precision_vectors_and_older_ones_are_rebuilt() {
+    let db = empty_db().await;
+    let (mut client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    mnemo::db::migrate::run(&mut client, 384).await.unwrap();
+    let definition = "SELECT pg_get_indexdef('memories_embedding_hnsw'::regclass)";
+    let def: String = client.query_one(definition, &[]).await.unwrap().get(0);
+    assert!(def.contains("halfvec(384)"), "{def}");
+    // The index an earlier version built: full vectors.
+    client
+        .batch_execute(
+            "DROP INDEX memories_embedding_hnsw; \
+             CREATE INDEX memories_embedding_hnsw ON memories USING hnsw (embedding vector_cosine_ops)",
+        )
+        .await
+        .unwrap();
+    mnemo::db::migrate::run(&mut client, 384).await.unwrap();
+    let def: String = client.query_one(definition, &[]).await.unwrap().get(0);
+    assert!(
+        def.contains("halfvec_cosine_ops"),
+        "rebuilt on start: {def}"
+    );
+    // Searches order by the expression the index holds, or they scan.
+    let distance = mnemo::db::halfvec_distance("m.embedding", "$1", 384);
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let plan: Vec<String> = client
+        .query(
+            &format!("EXPLAIN SELECT m.id FROM memories m ORDER BY {distance} LIMIT 10"),
+            &[&pgvector::Vector::from(vec![0.5f32; 384])],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("Index Scan using memories_embedding_hnsw")),
+        "{plan:#?}"
+    );
+}

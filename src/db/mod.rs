@@ -104,6 +104,15 @@ impl Db {
     }
 }
 
+/// The cosine distance between an `embedding` column and a `vector`
+/// parameter, in the half-precision form the HNSW index holds (see
+/// `migrate`): ordering by anything else scans the table. The parameter is
+/// cast in two steps: cast straight to `halfvec`, PostgreSQL would ask the
+/// client for a `halfvec`.
+pub fn halfvec_distance(column: &str, param: &str, dim: usize) -> String {
+    format!("{column}::halfvec({dim}) <=> {param}::vector::halfvec({dim})")
+}
+
 /// Records how long statement `name` took (a metric), and logs it as slow
 /// when `started` is more than [`SLOW_QUERY`] ago.
 pub fn note_duration(name: &str, started: Instant) {

@@ -516,7 +516,9 @@ impl Store {
             .roles
             .as_ref()
             .map(|r| r.iter().map(|r| r.as_str()).collect());
-        let stmt = client.prepare_cached(&SEARCH_SQL).await?;
+        let stmt = client
+            .prepare_cached(&search_sql(self.embedding_dim()))
+            .await?;
         let started = std::time::Instant::now();
         let rows = client
             .query(
@@ -603,10 +605,8 @@ const EMBED_BATCH: i64 = 32;
 
 /// Parameters: $1 context (or NULL), $2 companion, $3 user, $4 roles,
 /// $5 vector, $6 text, $7 use vectors, $8 use text, $9 limit.
-/// Built once: the statement text is the prepared-statement cache key.
-static SEARCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(search_sql);
-
-fn search_sql() -> String {
+/// The statement text is the prepared-statement cache key.
+fn search_sql(dim: usize) -> String {
     let filter = "m.companion_id = $2 AND m.deleted_at IS NULL \
          AND ($4::text[] IS NULL OR m.role::text = ANY($4)) \
          AND EXISTS (SELECT 1 FROM searched s WHERE s.id = m.context_id \
@@ -628,6 +628,7 @@ fn search_sql() -> String {
             filter,
             &super::search::FusionParams {
                 vector: "$5",
+                dim,
                 use_vector: "$7",
                 candidates: &CANDIDATES.to_string(),
                 keyword: super::search::KeywordList::Inline(super::search::KeywordParams {

@@ -95,6 +95,8 @@ pub(crate) enum KeywordList<'a> {
 /// Where a hybrid search finds its inputs: SQL placeholders.
 pub(crate) struct FusionParams<'a> {
     pub vector: &'a str,
+    /// The embeddings' dimension (the index holds `halfvec(dim)`).
+    pub dim: usize,
     pub use_vector: &'a str,
     pub candidates: &'a str,
     pub keyword: KeywordList<'a>,
@@ -187,6 +189,7 @@ pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> Stri
 pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String {
     let FusionParams {
         vector,
+        dim,
         use_vector,
         candidates,
         keyword,
@@ -200,6 +203,7 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
             )
         }
     };
+    let distance = crate::db::halfvec_distance("m.embedding", vector, *dim);
     // Memories that happened in a window the query names, ranked by meaning:
     // a third list. Skipped when the windows hold more than WINDOW_CAP
     // memories: a window that wide says little, and ranking it costs a scan.
@@ -215,10 +219,10 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
                         LIMIT {WINDOW_CAP} + 1) x \
                     LIMIT {WINDOW_CAP} + 1 \
                  ), tw AS ( \
-                    SELECT i.id, row_number() OVER (ORDER BY m.embedding <=> {vector}, i.id) AS rank \
+                    SELECT i.id, row_number() OVER (ORDER BY {distance}, i.id) AS rank \
                     FROM inwin i JOIN {table} m ON m.id = i.id \
                     WHERE (SELECT count(*) FROM inwin) <= {WINDOW_CAP} \
-                    ORDER BY m.embedding <=> {vector}, i.id LIMIT {candidates} \
+                    ORDER BY {distance}, i.id LIMIT {candidates} \
                  )"
             ),
             " FULL JOIN tw ON tw.id = coalesce(sem.id, kw.id)",
@@ -234,9 +238,9 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
     format!(
         "sem AS ( \
             SELECT id, row_number() OVER (ORDER BY dist, id) AS rank FROM ( \
-                SELECT m.id, m.embedding <=> {vector} AS dist FROM {table} m \
+                SELECT m.id, {distance} AS dist FROM {table} m \
                 WHERE {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} \
-                ORDER BY m.embedding <=> {vector} LIMIT {candidates}) s \
+                ORDER BY {distance} LIMIT {candidates}) s \
          ), {kw}{time_list}, fused AS ( \
             SELECT {id} AS id, \
                    coalesce({W_SEMANTIC:?} / ({RRF_K:?} + sem.rank), 0) \
@@ -274,12 +278,13 @@ fn keyword_sql(filter: &str) -> String {
 /// literals give), `power` over 250 candidates took a third of the statement.
 /// Ages beyond 1,000 half-lives are taken as 1,000: 2^-1000 is already
 /// nothing, and a float8 `power` errors on underflow.
-fn search_sql(filter: &str) -> String {
+fn search_sql(filter: &str, dim: usize) -> String {
     let fusion = fusion_ctes(
         "memories",
         filter,
         &FusionParams {
             vector: "$10",
+            dim,
             use_vector: "$11",
             candidates: &CANDIDATES.to_string(),
             keyword: KeywordList::Ranked("$15"),
@@ -438,7 +443,7 @@ impl Store {
         let vector = Vector::from(embedding.unwrap_or_else(|| vec![0.0; dim]));
         let client = self.client().await?;
         let stmt = client
-            .prepare_typed_cached(&search_sql(&filter.sql()), &FILTER_TYPES)
+            .prepare_typed_cached(&search_sql(&filter.sql(), dim), &FILTER_TYPES)
             .await?;
         let started = std::time::Instant::now();
         let rows = client
