@@ -462,7 +462,17 @@ async fn seed(
         .await?
         .get(0);
     if have as usize >= n {
-        println!("seed: {have} memories already there");
+        // Earlier runs' ingest and mixed phases stored more: drop the newest
+        // so that each size is measured at its size.
+        let trimmed = db
+            .execute(
+                "DELETE FROM memories WHERE id IN ( \
+                    SELECT m.id FROM memories m JOIN users u ON u.id = m.user_id \
+                    WHERE u.external_id = $1 ORDER BY m.seq DESC LIMIT $2)",
+                &[&USER, &(have - n as i64)],
+            )
+            .await?;
+        println!("seed: {have} memories already there, {trimmed} newest removed");
         return Ok(());
     }
     let started = Instant::now();
