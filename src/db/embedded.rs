@@ -111,20 +111,37 @@ maintenance_work_mem = 128MB
 /// Bounds of the embedded cluster's `shared_buffers`, in MB.
 const SHARED_BUFFERS_MB: (u64, u64) = (128, 1024);
 
-/// A quarter of the machine's memory, within [`SHARED_BUFFERS_MB`]: 100k
+/// A quarter of the memory this process may use (the machine's, or its
+/// container's limit when lower), within [`SHARED_BUFFERS_MB`]: 100k
 /// memories take about 470 MB of table and indexes, and with PostgreSQL's
 /// default 128 MB every keyword search and `get_memory` at that size read
 /// pages back from the kernel (docs/BENCHMARKS.md). Buffers are only
 /// touched as data grows, so a small database costs no more.
 fn shared_buffers_mb() -> u64 {
-    let (low, high) = SHARED_BUFFERS_MB;
-    let total_kb = fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+    let read = |path: &str| fs::read_to_string(path).ok();
+    let machine = read("/proc/meminfo").and_then(|m| {
         m.lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
     });
-    total_kb.map_or(low, |kb| (kb / 1024 / 4).clamp(low, high))
+    // cgroup v2, then v1; "max" (or v1's huge number) means no limit.
+    let container = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    shared_buffers_for(machine, container)
 }
+
+/// [`shared_buffers_mb`] for a machine and a container limit, in bytes.
+fn shared_buffers_for(machine: Option<u64>, container: Option<u64>) -> u64 {
+    let (low, high) = SHARED_BUFFERS_MB;
+    let usable = match (machine, container) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (m, c) => m.or(c),
+    };
+    usable.map_or(low, |bytes| (bytes / (1 << 20) / 4).clamp(low, high))
+}
+
 /// Linux only: after a crash, one syncfs() of the file system instead of an
 /// fsync() of every file before recovery (seconds saved on slow disks).
 const LINUX_TUNABLES: &str = "recovery_init_sync_method = syncfs
@@ -1201,6 +1218,29 @@ mod tests {
     use super::*;
     use nix::sys::signal::Signal;
 
+    #[test]
+    fn shared_buffers_are_a_quarter_of_usable_memory_within_bounds() {
+        const GB: u64 = 1 << 30;
+        assert_eq!(shared_buffers_for(Some(24 * GB), None), 1024, "capped");
+        assert_eq!(shared_buffers_for(Some(2 * GB), None), 512);
+        assert_eq!(
+            shared_buffers_for(Some(24 * GB), Some(GB)),
+            256,
+            "a container's limit wins"
+        );
+        assert_eq!(
+            shared_buffers_for(Some(2 * GB), Some(u64::MAX / 2)),
+            512,
+            "cgroup v1's 'unlimited'"
+        );
+        assert_eq!(
+            shared_buffers_for(Some(GB / 4), None),
+            128,
+            "at least 128 MB"
+        );
+        assert_eq!(shared_buffers_for(None, None), 128, "unknown: the default");
+    }
+
     /// Set in child processes spawned by `concurrent_processes_share_one_cluster`.
     const CHILD_ENV: &str = "MNEMO_EMBEDDED_TEST_CHILD_DATA_DIR";
 
@@ -1319,17 +1359,6 @@ mod tests {
             .expect("shared_buffers")
             .get(0);
         assert_eq!(buffers as u64, shared_buffers_mb());
-        if let Ok(info) = fs::read_to_string("/proc/meminfo") {
-            let over_1gb = info
-                .lines()
-                .filter(|l| l.starts_with("MemTotal:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .any(|kb| kb > 1 << 20);
-            assert!(
-                !over_1gb || shared_buffers_mb() > SHARED_BUFFERS_MB.0,
-                "a machine with over 1 GB got the minimum shared_buffers ({buffers} MB)"
-            );
-        }
         db.batch_execute(
             "CREATE EXTENSION IF NOT EXISTS vector;
              CREATE TABLE kept (v vector(3));
