@@ -30,10 +30,16 @@ async fn run(db: &TestDb, args: &[&str]) -> Output {
 async fn dump(db: &TestDb) -> Vec<String> {
     let sql = db.sql().await;
     let mut out = Vec::new();
-    for table in ["companions", "users", "memories", "memory_relations"] {
+    for (table, key) in [
+        ("companions", "id"),
+        ("users", "id"),
+        ("memories", "id"),
+        ("memory_relations", "id"),
+        ("memory_access", "memory_id"),
+    ] {
         let row = sql
             .query_one(
-                &format!("SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.id), '[]')::text FROM {table} t"),
+                &format!("SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.{key}), '[]')::text FROM {table} t"),
                 &[],
             )
             .await
@@ -136,6 +142,15 @@ async fn export_then_import_is_lossless_and_importing_again_changes_nothing() {
     assert_eq!(header["format"], "mnemo-export");
     assert_eq!(header["version"], 1);
 
+    // populate read one memory: its access statistics travel too.
+    assert_eq!(
+        count(
+            &source,
+            "SELECT count(*) FROM memory_access WHERE access_count = 1"
+        )
+        .await,
+        1
+    );
     let target = fresh_db().await;
     let out = run(&target, &["import", a.to_str().unwrap()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -878,3 +878,62 @@ async fn a_batch_keeps_its_order_whatever_order_its_rows_are_written_in() {
     assert_eq!(stored, turns);
     client.cancel().await.ok();
 }
+
+#[tokio::test]
+async fn reads_count_without_rewriting_the_memory_and_a_revived_memory_counts_afresh() {
+    let db = fresh_db().await;
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    // No purge during the test: the expired row must still be there to revive.
+    cmd.env("MNEMO_PURGE_INTERVAL_SECS", "3600");
+    let client = stdio_client(cmd).await;
+    let content = json!({"content": "Ana keeps bees on the roof", "user_id": "ana"});
+    let id = ok(&client, "store_memory", content.clone()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sql = db.sql().await;
+    // The row version: a rewrite of the row changes it.
+    let version = "SELECT xmin::text FROM memories WHERE id = $1::text::uuid";
+    let before: String = sql.query_one(version, &[&id]).await.unwrap().get(0);
+    for _ in 0..3 {
+        ok(&client, "get_memory", json!({"id": id})).await;
+    }
+    let counted = "SELECT coalesce((SELECT access_count FROM memory_access \
+                   WHERE memory_id = $1::text::uuid), 0)";
+    let mut written = 0;
+    for _ in 0..50 {
+        written = sql
+            .query_one(counted, &[&id])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if written == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(written, 3, "the flush job writes the counted reads");
+    let after: String = sql.query_one(version, &[&id]).await.unwrap().get(0);
+    assert_eq!(before, after, "reads must not rewrite the memory's row");
+
+    // Expired, then stored again: the same row comes back, with no history.
+    sql.execute(
+        "UPDATE memories SET expires_at = now() - interval '1 second' WHERE id = $1::text::uuid",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let again = ok(&client, "store_memory", content).await;
+    assert_eq!(again["id"], id.as_str(), "the expired twin is revived");
+    assert_eq!(again["created"], true);
+    assert_eq!(
+        sql.query_one(counted, &[&id])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+    let got = ok(&client, "get_memory", json!({"id": id})).await;
+    assert_eq!(got["memory"]["access_count"], 1);
+    client.cancel().await.ok();
+}

@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_memory_sequence",
         include_str!("../../migrations/0004_memory_sequence.sql"),
     ),
+    (
+        "0005_memory_access",
+        include_str!("../../migrations/0005_memory_access.sql"),
+    ),
 ];
 
 /// Tables with an `embedding vector` column that [`fix_dimension`] types

@@ -1,7 +1,11 @@
 //! Access statistics (`access_count`, `last_accessed_at`): counted in memory
 //! when a memory is read and written in batches by a background job, so a
 //! `get_memory` is a plain read with no commit of its own to wait for
-//! (measured: one write per read halved `get_memory` throughput).
+//! (measured: one write per read halved `get_memory` throughput). They are
+//! written to `memory_access`, not to the memory's own (wide, heavily
+//! indexed) row. A memory deleted before its counts are written loses them:
+//! a flush that races the delete fails on the foreign key and is retried
+//! without it.
 //!
 //! A read reports the stored count plus the accesses not yet written, so
 //! callers see every access at once. A crash loses at most one flush
@@ -89,10 +93,13 @@ impl Store {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
-                    "UPDATE memories AS m SET access_count = m.access_count + a.n, \
-                        last_accessed_at = greatest(m.last_accessed_at, a.at) \
+                    "INSERT INTO memory_access AS x (memory_id, access_count, last_accessed_at) \
+                     SELECT a.id, a.n, a.at \
                      FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[]) AS a(id, n, at) \
-                     WHERE m.id = a.id",
+                     WHERE EXISTS (SELECT 1 FROM memories m WHERE m.id = a.id) \
+                     ON CONFLICT (memory_id) DO UPDATE SET \
+                        access_count = x.access_count + EXCLUDED.access_count, \
+                        last_accessed_at = greatest(x.last_accessed_at, EXCLUDED.last_accessed_at)",
                 )
                 .await?;
             Ok(client.execute(&stmt, &[&ids, &counts, &times]).await?)

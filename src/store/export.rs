@@ -194,11 +194,12 @@ impl Store {
         let stmt = tx
             .prepare_cached(
                 "SELECT m.id, c.name, u.external_id, m.content, m.kind, m.importance, m.confidence, \
-                    m.tags, m.metadata, m.occurred_at, m.expires_at, m.archived_at, m.access_count, \
-                    m.last_accessed_at, m.created_at, m.updated_at, \
+                    m.tags, m.metadata, m.occurred_at, m.expires_at, m.archived_at, \
+                    coalesce(a.access_count, 0), a.last_accessed_at, m.created_at, m.updated_at, \
                     CASE WHEN $2 THEN m.embedding END, CASE WHEN $2 THEN m.embedding_model END \
                  FROM memories m JOIN companions c ON c.id = m.companion_id \
                  JOIN users u ON u.id = m.user_id \
+                 LEFT JOIN memory_access a ON a.memory_id = m.id \
                  WHERE $1::uuid IS NULL OR m.user_id = $1 \
                  ORDER BY m.created_at, m.id",
             )
@@ -466,11 +467,17 @@ async fn insert_memory(
 ) -> Result<Placed, StoreError> {
     let insert = tx
         .prepare_cached(
-            "INSERT INTO memories (id, companion_id, user_id, content, content_hash, kind, importance, \
-                confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at, \
-                archived_at, access_count, last_accessed_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-             ON CONFLICT DO NOTHING RETURNING id",
+            "WITH ins AS ( \
+                INSERT INTO memories (id, companion_id, user_id, content, content_hash, kind, importance, \
+                    confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at, \
+                    archived_at, created_at, updated_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18, $19) \
+                ON CONFLICT DO NOTHING RETURNING id), \
+             access AS ( \
+                INSERT INTO memory_access (memory_id, access_count, last_accessed_at) \
+                SELECT id, $16::int8, $17::timestamptz FROM ins \
+                WHERE $16::int8 > 0 OR $17::timestamptz IS NOT NULL) \
+             SELECT id FROM ins",
         )
         .await?;
     let hash = content_hash(&m.content);

@@ -152,9 +152,13 @@ const ON_CONFLICT: &str = "ON CONFLICT (companion_id, user_id, content_hash) WHE
         tags = EXCLUDED.tags, metadata = EXCLUDED.metadata, \
         embedding = coalesce(EXCLUDED.embedding, m.embedding), \
         embedding_model = coalesce(EXCLUDED.embedding_model, m.embedding_model), \
-        occurred_at = EXCLUDED.occurred_at, expires_at = EXCLUDED.expires_at, \
-        access_count = 0, last_accessed_at = NULL, created_at = now() \
+        occurred_at = EXCLUDED.occurred_at, expires_at = EXCLUDED.expires_at, created_at = now() \
      WHERE m.expires_at IS NOT NULL AND m.expires_at <= now()";
+
+/// After an insert CTE `ins(id, ...)`: a revived memory starts its access
+/// statistics afresh (a new one has none yet).
+const RESET_ACCESS: &str =
+    "reset AS (DELETE FROM memory_access a USING ins WHERE a.memory_id = ins.id)";
 
 const INSERT_COLUMNS: &str = "INSERT INTO memories AS m (companion_id, user_id, content, content_hash, kind, \
         importance, confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at, seq) \
@@ -165,10 +169,10 @@ const INSERT_COLUMNS: &str = "INSERT INTO memories AS m (companion_id, user_id, 
 /// are written in.
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{INSERT_COLUMNS} \
+        "WITH ins AS ({INSERT_COLUMNS} \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13, \
             coalesce($14, nextval(pg_get_serial_sequence('memories', 'seq')))) \
-         {ON_CONFLICT} RETURNING id"
+         {ON_CONFLICT} RETURNING id), {RESET_ACCESS} SELECT id FROM ins"
     )
 });
 
@@ -178,7 +182,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
 /// Returns the key of each row written, new or revived.
 static INSERT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{INSERT_COLUMNS} \
+        "WITH ins AS ({INSERT_COLUMNS} \
          SELECT $1, r.user_id, r.content, r.hash, r.kind, r.importance, r.confidence, \
             ARRAY(SELECT jsonb_array_elements_text(r.tags)), r.metadata, r.embedding, \
             CASE WHEN r.embedding IS NOT NULL THEN $2 END, coalesce(r.occurred_at, now()), \
@@ -189,7 +193,8 @@ static INSERT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
             AS r(user_id, content, hash, kind, importance, confidence, tags, metadata, embedding, \
                  occurred_at, expires_at, seq, ord) \
          ORDER BY r.ord \
-         {ON_CONFLICT} RETURNING id, user_id, content_hash"
+         {ON_CONFLICT} RETURNING id, user_id, content_hash), {RESET_ACCESS} \
+         SELECT id, user_id, content_hash FROM ins"
     )
 });
 

@@ -280,9 +280,13 @@ pub struct Memory {
 }
 
 /// The column list every memory query selects, in [`Memory::from_row`]'s order.
+/// Access statistics live in `memory_access` (migration 0005), a row only for
+/// memories read at least once; select this over few rows (a page, a result).
 pub(crate) const MEMORY_COLUMNS: &str = "m.id, u.external_id, m.content, m.kind, m.importance, m.confidence, \
-     m.tags, m.metadata, m.occurred_at, m.expires_at, m.archived_at, m.access_count, \
-     m.last_accessed_at, m.created_at, m.updated_at, m.embedding IS NOT NULL";
+     m.tags, m.metadata, m.occurred_at, m.expires_at, m.archived_at, \
+     coalesce((SELECT a.access_count FROM memory_access a WHERE a.memory_id = m.id), 0), \
+     (SELECT a.last_accessed_at FROM memory_access a WHERE a.memory_id = m.id), \
+     m.created_at, m.updated_at, m.embedding IS NOT NULL";
 
 impl Memory {
     pub(crate) fn from_row(row: &tokio_postgres::Row) -> Memory {

@@ -277,7 +277,8 @@ fn keyword_sql(filter: &str) -> String {
 /// The score is float arithmetic: as `numeric` (what `extract` and decimal
 /// literals give), `power` over 250 candidates took a third of the statement.
 /// Ages beyond 1,000 half-lives are taken as 1,000: 2^-1000 is already
-/// nothing, and a float8 `power` errors on underflow.
+/// nothing, and a float8 `power` errors on underflow. Only the final page
+/// is read in full (content, access statistics).
 fn search_sql(filter: &str, dim: usize) -> String {
     let fusion = fusion_ctes(
         "memories",
@@ -312,14 +313,18 @@ fn search_sql(filter: &str, dim: usize) -> String {
                 SELECT id, rrf AS own, 0::float8 AS near FROM fused \
                 UNION ALL SELECT id, 0::float8, rrf FROM spread \
             ) x GROUP BY id \
+         ), ranked AS ( \
+            SELECT m.id, \
+               (s.own + {NEIGHBOUR:?} * s.near) * (1 + 0.001::float8 * (m.importance - 5)) \
+                   * (1 + 0.003::float8 * power(2::float8, \
+                       -least(greatest(date_part('epoch', now() - m.occurred_at), 0) / 2592000, 1000))) AS score \
+            FROM scored s JOIN memories m ON m.id = s.id \
+            WHERE {filter} \
+            ORDER BY score DESC, m.id LIMIT $12 \
          ) \
-         SELECT {MEMORY_COLUMNS}, \
-            (s.own + {NEIGHBOUR:?} * s.near) * (1 + 0.001::float8 * (m.importance - 5)) \
-                * (1 + 0.003::float8 * power(2::float8, \
-                    -least(greatest(date_part('epoch', now() - m.occurred_at), 0) / 2592000, 1000))) AS score \
-         FROM scored s JOIN memories m ON m.id = s.id JOIN users u ON u.id = m.user_id \
-         WHERE {filter} \
-         ORDER BY score DESC, m.id LIMIT $12"
+         SELECT {MEMORY_COLUMNS}, r.score \
+         FROM ranked r JOIN memories m ON m.id = r.id JOIN users u ON u.id = m.user_id \
+         ORDER BY r.score DESC, m.id"
     )
 }
 
