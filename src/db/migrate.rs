@@ -129,8 +129,8 @@ fn migration_error(name: &str, e: &tokio_postgres::Error) -> DbError {
 /// The HNSW index of `table`'s embeddings. It holds them at half precision
 /// (the table keeps full ones): against full vectors it inserts about 30%
 /// faster and is half the size, at the same recall (top-10 recall 0.999,
-/// against 0.998 for full vectors, at 10k memories; docs/BENCHMARKS.md). Searches must order by
-/// [`crate::db::halfvec_distance`] to use it.
+/// against 0.998 for full vectors, at 10k memories; docs/BENCHMARKS.md).
+/// Searches must order by [`crate::db::halfvec_distance`] to use it.
 fn hnsw_index(table: &str, dim: usize) -> String {
     format!(
         "CREATE INDEX {table}_embedding_hnsw ON {table} \

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::{Kind, MEMORY_COLUMNS, Memory, Scope, Store, StoreError, retry_on_conflict, to_vector};
@@ -61,11 +61,49 @@ pub struct ListFilter {
     pub include_archived: bool,
 }
 
+/// The values of [`FILTER_SQL`]'s parameters $1..$9 for one statement.
+pub(crate) struct FilterValues<'a> {
+    filter: &'a ListFilter,
+    companion: Uuid,
+    user: Uuid,
+    kinds: Option<Vec<&'static str>>,
+}
+
+impl FilterValues<'_> {
+    /// $1..$9 followed by the statement's own parameters, `rest`.
+    pub(crate) fn with<'b>(
+        &'b self,
+        rest: &[&'b (dyn ToSql + Sync)],
+    ) -> Vec<&'b (dyn ToSql + Sync)> {
+        let f = self.filter;
+        let mut all: Vec<&(dyn ToSql + Sync)> = vec![
+            &self.companion,
+            &self.user,
+            &self.kinds,
+            &f.tags_any,
+            &f.tags_all,
+            &f.min_importance,
+            &f.since,
+            &f.until,
+            &f.include_archived,
+        ];
+        all.extend_from_slice(rest);
+        all
+    }
+}
+
 impl ListFilter {
-    pub(crate) fn kind_names(&self) -> Option<Vec<&'static str>> {
-        self.kinds
-            .as_ref()
-            .map(|k| k.iter().map(|k| k.as_str()).collect())
+    /// The filter's parameter values for `user` in `scope`.
+    pub(crate) fn values(&self, scope: &Scope, user: Uuid) -> FilterValues<'_> {
+        FilterValues {
+            filter: self,
+            companion: scope.companion_id,
+            user,
+            kinds: self
+                .kinds
+                .as_ref()
+                .map(|k| k.iter().map(|k| k.as_str()).collect()),
+        }
     }
 
     /// [`FILTER_SQL`] with only the clauses this filter uses (same
@@ -344,25 +382,10 @@ impl Store {
             Some((at, id)) => (Some(at), Some(id)),
             None => (None, None),
         };
+        let values = filter.values(scope, user_id);
         let rows = super::timed(
             "list_memories",
-            client.query(
-                &stmt,
-                &[
-                    &scope.companion_id,
-                    &user_id,
-                    &filter.kind_names(),
-                    &filter.tags_any,
-                    &filter.tags_all,
-                    &filter.min_importance,
-                    &filter.since,
-                    &filter.until,
-                    &filter.include_archived,
-                    &cursor_at,
-                    &cursor_id,
-                    &limit,
-                ],
-            ),
+            client.query(&stmt, &values.with(&[&cursor_at, &cursor_id, &limit])),
         )
         .await?;
         Ok(rows.iter().map(Memory::from_row).collect())
@@ -657,7 +680,6 @@ impl Store {
     }
 }
 
-/// Inserts `memory` of user `user_id` whose content hashes to `hash`.
 /// One memory to write, with what the batch computed for it.
 struct NewRow<'a> {
     memory: &'a NewMemory,
@@ -667,6 +689,7 @@ struct NewRow<'a> {
     seq: Option<i64>,
 }
 
+/// Inserts `new.memory` for user `user_id`; a live twin returns its id.
 async fn insert_one(
     client: &impl GenericClient,
     scope: &Scope,
@@ -767,12 +790,15 @@ async fn insert_many(
             }
         }
     }
-    let user_ids: Vec<Uuid> = written.iter().map(|r| r.user_id).collect();
-    let hashes: Vec<&[u8]> = written.iter().map(|r| r.new.hash).collect();
-    let tags: Vec<serde_json::Value> = written
-        .iter()
-        .map(|r| serde_json::Value::from(r.new.memory.tags.clone()))
-        .collect();
+    // One array per column, in `written`'s order.
+    fn column<'r, T>(rows: &'r [BatchRow], f: impl Fn(&'r BatchRow) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let user_ids = column(&written, |r| r.user_id);
+    let hashes = column(&written, |r| r.new.hash);
+    let tags = column(&written, |r| {
+        serde_json::Value::from(r.new.memory.tags.clone())
+    });
     let stmt = client.prepare_cached(&INSERT_MANY_SQL).await?;
     let returned = super::timed(
         "store_memories",
@@ -782,41 +808,17 @@ async fn insert_many(
                 &scope.companion_id,
                 &model,
                 &user_ids,
-                &written
-                    .iter()
-                    .map(|r| r.new.memory.content.as_str())
-                    .collect::<Vec<_>>(),
+                &column(&written, |r| r.new.memory.content.as_str()),
                 &hashes,
-                &written
-                    .iter()
-                    .map(|r| r.new.memory.kind)
-                    .collect::<Vec<_>>(),
-                &written
-                    .iter()
-                    .map(|r| r.new.memory.importance)
-                    .collect::<Vec<_>>(),
-                &written
-                    .iter()
-                    .map(|r| r.new.memory.confidence)
-                    .collect::<Vec<_>>(),
+                &column(&written, |r| r.new.memory.kind),
+                &column(&written, |r| r.new.memory.importance),
+                &column(&written, |r| r.new.memory.confidence),
                 &tags,
-                &written
-                    .iter()
-                    .map(|r| &r.new.memory.metadata)
-                    .collect::<Vec<_>>(),
-                &written
-                    .iter()
-                    .map(|r| to_vector(r.new.embedding.clone()))
-                    .collect::<Vec<_>>(),
-                &written
-                    .iter()
-                    .map(|r| r.new.memory.occurred_at)
-                    .collect::<Vec<_>>(),
-                &written
-                    .iter()
-                    .map(|r| r.new.memory.expires_at)
-                    .collect::<Vec<_>>(),
-                &written.iter().map(|r| r.new.seq).collect::<Vec<_>>(),
+                &column(&written, |r| &r.new.memory.metadata),
+                &column(&written, |r| to_vector(r.new.embedding.clone())),
+                &column(&written, |r| r.new.memory.occurred_at),
+                &column(&written, |r| r.new.memory.expires_at),
+                &column(&written, |r| r.new.seq),
             ],
         ),
     )

@@ -397,28 +397,9 @@ impl Store {
         let stmt = client
             .prepare_typed_cached(&keyword_sql(&filter.sql()), &FILTER_TYPES)
             .await?;
-        let started = std::time::Instant::now();
-        let row = client
-            .query_one(
-                &stmt,
-                &[
-                    &scope.companion_id,
-                    &user_id,
-                    &filter.kind_names(),
-                    &filter.tags_any,
-                    &filter.tags_all,
-                    &filter.min_importance,
-                    &filter.since,
-                    &filter.until,
-                    &filter.include_archived,
-                    &query.text,
-                    &terms.scope_size,
-                    &terms.lexemes,
-                    &terms.dfs,
-                ],
-            )
-            .await?;
-        crate::db::note_duration("search_keywords", started);
+        let values = filter.values(scope, user_id);
+        let params = values.with(&[&query.text, &terms.scope_size, &terms.lexemes, &terms.dfs]);
+        let row = super::timed("search_keywords", client.query_one(&stmt, &params)).await?;
         Ok(KeywordHits {
             user_id: Some(user_id),
             ids: row.get(0),
@@ -450,30 +431,10 @@ impl Store {
         let stmt = client
             .prepare_typed_cached(&search_sql(&filter.sql(), dim), &FILTER_TYPES)
             .await?;
-        let started = std::time::Instant::now();
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &scope.companion_id,
-                    &user_id,
-                    &filter.kind_names(),
-                    &filter.tags_any,
-                    &filter.tags_all,
-                    &filter.min_importance,
-                    &filter.since,
-                    &filter.until,
-                    &filter.include_archived,
-                    &vector,
-                    &use_vectors,
-                    &query.limit.min(CANDIDATES),
-                    &starts,
-                    &ends,
-                    &keywords.ids,
-                ],
-            )
-            .await?;
-        crate::db::note_duration("search_memories", started);
+        let values = filter.values(scope, user_id);
+        let limit = query.limit.min(CANDIDATES);
+        let params = values.with(&[&vector, &use_vectors, &limit, &starts, &ends, &keywords.ids]);
+        let rows = super::timed("search_memories", client.query(&stmt, &params)).await?;
         Ok(rows
             .iter()
             .map(|row| Hit {

@@ -34,35 +34,45 @@ pub struct Guard {
 }
 
 /// How long a session found live stays trusted without asking the database
-/// again (a tenth of the session TTL if that is shorter): a burst of calls on one session then costs one check, where the
-/// check was half the SQL of a `get_memory` call. A session ended through
-/// another replica stays usable here for at most this long; ending it here
-/// (DELETE) is always checked and forgotten at once.
+/// again (a tenth of the session TTL if that is shorter): a burst of calls
+/// on one session then costs one check, where the check was half the SQL of
+/// a `get_memory` call. A session ended through another replica stays
+/// usable here for at most this long; ending it here (DELETE) is always
+/// checked and forgotten at once.
 const SESSION_FRESH: Duration = Duration::from_secs(2);
 /// Beyond this many remembered sessions, the stale ones are dropped.
 const SESSION_CACHE_MAX: usize = 10_000;
 
-/// Sessions checked lately: id → (principal, when).
-#[derive(Default)]
-struct CheckedSessions(std::sync::Mutex<HashMap<String, (String, Instant)>>);
+/// Sessions checked lately: id → (principal, when), trusted for `window`.
+struct CheckedSessions {
+    window: Duration,
+    map: std::sync::Mutex<HashMap<String, (String, Instant)>>,
+}
 
 impl CheckedSessions {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
-        // A plain map stays usable even if a holder panicked.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn new(window: Duration) -> Self {
+        CheckedSessions {
+            window,
+            map: Default::default(),
+        }
     }
 
-    /// Checked for `principal` within `window`.
-    fn fresh(&self, id: &str, principal: &str, window: Duration) -> bool {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        // A plain map stays usable even if a holder panicked.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checked for `principal` within the window.
+    fn fresh(&self, id: &str, principal: &str) -> bool {
         self.map()
             .get(id)
-            .is_some_and(|(p, at)| p == principal && at.elapsed() < window)
+            .is_some_and(|(p, at)| p == principal && at.elapsed() < self.window)
     }
 
     fn remember(&self, id: &str, principal: &str) {
         let mut map = self.map();
         if map.len() >= SESSION_CACHE_MAX {
-            map.retain(|_, (_, at)| at.elapsed() < SESSION_FRESH);
+            map.retain(|_, (_, at)| at.elapsed() < self.window);
         }
         if map.len() < SESSION_CACHE_MAX {
             map.insert(id.to_owned(), (principal.to_owned(), Instant::now()));
@@ -88,8 +98,36 @@ impl Guard {
             keys_required: AtomicBool::new(keys_required),
             session_ttl,
             limiter: (per_minute > 0).then(|| Limiter::new(per_minute)),
-            checked: CheckedSessions::default(),
+            checked: CheckedSessions::new(SESSION_FRESH.min(session_ttl / 10)),
         }
+    }
+}
+
+impl Guard {
+    /// Whether `session` is live and `caller`'s: from the sessions checked
+    /// lately, else from the database (which also slides its expiry).
+    async fn check_session(
+        &self,
+        session: &str,
+        caller: &str,
+        ending: bool,
+    ) -> Result<SessionCheck, crate::store::StoreError> {
+        if ending {
+            self.checked.forget(session);
+        } else if self.checked.fresh(session, caller) {
+            return Ok(SessionCheck::Ok);
+        }
+        let check = self
+            .app
+            .store
+            .touch_session(session, caller, self.session_ttl)
+            .await;
+        match check {
+            Ok(SessionCheck::Ok) if !ending => self.checked.remember(session, caller),
+            Ok(SessionCheck::Unknown | SessionCheck::Forbidden) => self.checked.forget(session),
+            _ => {}
+        }
+        check
     }
 }
 
@@ -123,27 +161,8 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
     {
-        let caller = principal.id();
         let ending = request.method() == axum::http::Method::DELETE;
-        if ending {
-            guard.checked.forget(&session);
-        }
-        let window = SESSION_FRESH.min(guard.session_ttl / 10);
-        let check = if !ending && guard.checked.fresh(&session, &caller, window) {
-            Ok(SessionCheck::Ok)
-        } else {
-            let check = guard
-                .app
-                .store
-                .touch_session(&session, &caller, guard.session_ttl)
-                .await;
-            match check {
-                Ok(SessionCheck::Ok) if !ending => guard.checked.remember(&session, &caller),
-                Ok(_) => guard.checked.forget(&session),
-                Err(_) => {}
-            }
-            check
-        };
+        let check = guard.check_session(&session, &principal.id(), ending).await;
         match check {
             Ok(SessionCheck::Ok) => {}
             Ok(SessionCheck::Unknown) => {
@@ -305,23 +324,17 @@ mod tests {
 
     #[test]
     fn a_checked_session_is_trusted_briefly_and_only_for_its_principal() {
-        let checked = CheckedSessions::default();
         let window = Duration::from_millis(50);
-        assert!(!checked.fresh("s1", "key:a", window), "never checked");
+        let checked = CheckedSessions::new(window);
+        assert!(!checked.fresh("s1", "key:a"), "never checked");
         checked.remember("s1", "key:a");
-        assert!(checked.fresh("s1", "key:a", window));
-        assert!(!checked.fresh("s1", "key:b", window), "another caller");
-        assert!(!checked.fresh("s2", "key:a", window), "another session");
+        assert!(checked.fresh("s1", "key:a"));
+        assert!(!checked.fresh("s1", "key:b"), "another caller");
+        assert!(!checked.fresh("s2", "key:a"), "another session");
         std::thread::sleep(window);
-        assert!(
-            !checked.fresh("s1", "key:a", window),
-            "stale after the window"
-        );
+        assert!(!checked.fresh("s1", "key:a"), "stale after the window");
         checked.remember("s1", "key:a");
         checked.forget("s1");
-        assert!(
-            !checked.fresh("s1", "key:a", window),
-            "forgotten when ended"
-        );
+        assert!(!checked.fresh("s1", "key:a"), "forgotten when ended");
     }
 }
