@@ -631,6 +631,7 @@ fn search_sql(dim: usize) -> String {
                 dim,
                 use_vector: "$7",
                 candidates: &CANDIDATES.to_string(),
+                semantic: super::search::SemanticList::Inline,
                 keyword: super::search::KeywordList::Inline(super::search::KeywordParams {
                     text: "$6",
                     use_text: "$8",
