@@ -111,3 +111,65 @@ async fn a_query_naming_a_time_prefers_memories_from_then() {
     assert_eq!(plain["time_windows"], json!([]), "{plain}");
     client.cancel().await.ok();
 }
+
+/// A user with a handful of memories beside one with thousands: the vector
+/// list is planned for each search, so the small scope is read exactly
+/// rather than through the index scan that suits the large one (a bounded
+/// scan of the whole table's index finds few of the small user's rows).
+#[tokio::test]
+async fn a_small_scope_beside_a_large_one_finds_all_its_memories() {
+    let db = fresh_db().await;
+    // A tight bound on index scans makes a misplanned search visibly miss.
+    db.sql()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET hnsw.max_scan_tuples = 50",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    // One connection: every search shares its cached statements and plans.
+    cmd.env("MNEMO_POOL_SIZE", "1");
+    let client = stdio_client(cmd).await;
+    for batch in 0..8 {
+        let memories: Vec<_> = (0..500)
+            .map(|i| json!({"content": format!("crowd note {batch}-{i} about topic {}", i % 37), "user_id": "crowd"}))
+            .collect();
+        ok(&client, "store_memories", json!({"memories": memories})).await;
+    }
+    let solo: Vec<_> = (0..5)
+        .map(|i| json!({"content": format!("solo memory number {i}"), "user_id": "solo"}))
+        .collect();
+    ok(&client, "store_memories", json!({"memories": solo})).await;
+    db.sql()
+        .await
+        .batch_execute("ANALYZE memories")
+        .await
+        .unwrap();
+    let search = |user: &'static str, query: &'static str| {
+        let client = &client;
+        async move {
+            let found = ok(
+                client,
+                "search_memories",
+                json!({"query": query, "user_id": user, "mode": "semantic", "limit": 10}),
+            )
+            .await;
+            found["results"].as_array().unwrap().len()
+        }
+    };
+    // Enough searches of the large scope for PostgreSQL to consider a
+    // cached generic plan.
+    for _ in 0..8 {
+        assert_eq!(search("crowd", "a note about a topic").await, 10);
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            search("solo", "a note about a topic").await,
+            5,
+            "every solo memory found, though the crowd's are nearer"
+        );
+    }
+    client.cancel().await.ok();
+}
