@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::{self, DbError};
+use crate::embed::cache::QueryCache;
 use crate::embed::{EmbedError, Embedder, LazyEmbedder};
 use crate::store::{Store, StoreError, jobs};
 use crate::tools::App;
@@ -50,5 +51,6 @@ pub async fn start(config: &Config, stop: CancellationToken) -> Result<Arc<App>,
         scope,
         default_user: config.default_user.clone(),
         backfill,
+        query_vectors: QueryCache::new(config.query_cache),
     }))
 }

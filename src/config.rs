@@ -303,6 +303,11 @@ pub struct Settings {
     #[arg(long, global = true, env = "MNEMO_EMBEDDING_DIM", value_name = "N")]
     pub embedding_dim: Option<usize>,
 
+    /// Search queries whose vectors are kept, so a repeated query skips the model; 0 keeps
+    /// none [default: 1024].
+    #[arg(long, global = true, env = "MNEMO_QUERY_CACHE", value_name = "N")]
+    pub query_cache: Option<usize>,
+
     /// Seconds between purges of expired memories [default: 300].
     #[arg(
         long,
@@ -388,6 +393,8 @@ pub struct Config {
     pub companion: String,
     pub default_user: String,
     pub embedder: EmbedderConfig,
+    /// Query vectors kept for repeated searches (0: none).
+    pub query_cache: usize,
     pub purge_interval: Duration,
     pub log_format: LogFormat,
     pub http: HttpConfig,
@@ -531,6 +538,7 @@ impl Settings {
             openai_model,
             openai_api_key,
             embedding_dim,
+            query_cache,
             purge_interval_secs,
             session_ttl_hours,
             allowed_hosts,
@@ -556,6 +564,12 @@ impl Settings {
         if !(1..=1000).contains(&pool_size) {
             return Err(ConfigError::Invalid(format!(
                 "pool_size {pool_size} is out of range: use 1 to 1000"
+            )));
+        }
+        let query_cache = self.query_cache.unwrap_or(1024);
+        if query_cache > 1_000_000 {
+            return Err(ConfigError::Invalid(format!(
+                "query_cache {query_cache} is out of range: use 0 (off) to 1000000"
             )));
         }
         let companion = self.companion.unwrap_or_else(|| "default".into());
@@ -608,6 +622,7 @@ impl Settings {
             companion,
             default_user,
             embedder,
+            query_cache,
             purge_interval: Duration::from_secs(self.purge_interval_secs.unwrap_or(300).max(1)),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             http: HttpConfig {

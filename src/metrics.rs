@@ -14,6 +14,7 @@ pub const EMBED_SECONDS: &str = "mnemo_embedding_duration_seconds";
 pub const DB_SECONDS: &str = "mnemo_db_statement_duration_seconds";
 pub const HTTP_REQUESTS: &str = "mnemo_http_requests_total";
 pub const RATE_LIMITED: &str = "mnemo_http_rate_limited_total";
+pub const QUERY_CACHE: &str = "mnemo_query_cache_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -38,6 +39,12 @@ pub fn tool_call(tool: &str, outcome: &'static str, elapsed: Duration) {
 pub fn embedding(texts: usize, elapsed: Duration) {
     metrics::histogram!(EMBED_SECONDS).record(elapsed.as_secs_f64());
     metrics::counter!("mnemo_embedded_texts_total").increment(texts as u64);
+}
+
+/// Records one lookup in the cache of query vectors.
+pub fn query_cache(hit: bool) {
+    let outcome = if hit { "hit" } else { "miss" };
+    metrics::counter!(QUERY_CACHE, "outcome" => outcome).increment(1);
 }
 
 /// Records one timed SQL statement (the names `db::note_duration` gets).

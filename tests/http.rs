@@ -426,6 +426,17 @@ async fn health_readiness_and_metrics_endpoints_report() {
     let client = client_with(&server.url, None).await;
     ok(&client, "store_memory", json!({"content": "measured"})).await;
     tool_error(&client, "get_memory", json!({"id": "nope"})).await;
+    // A repeated query takes its vector from the cache: same answer, no
+    // second embedding.
+    let search = json!({"query": "what was measured", "mode": "semantic"});
+    let first = ok(&client, "search_memories", search.clone()).await;
+    let again = ok(&client, "search_memories", search).await;
+    let ids = |found: &Value| -> Vec<Value> {
+        let results = found["results"].as_array().unwrap();
+        results.iter().map(|r| r["id"].clone()).collect()
+    };
+    assert_eq!(ids(&first), ids(&again));
+    assert_eq!(ids(&first).len(), 1, "{first}");
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
@@ -439,6 +450,9 @@ async fn health_readiness_and_metrics_endpoints_report() {
         "mnemo_embedding_duration_seconds",
         "mnemo_db_pool_size",
         "mnemo_sessions 1",
+        "mnemo_query_cache_total{outcome=\"miss\"} 1",
+        "mnemo_query_cache_total{outcome=\"hit\"} 1",
+        "mnemo_embedded_texts_total 2",
     ] {
         assert!(
             metrics.contains(needle),

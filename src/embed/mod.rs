@@ -6,6 +6,7 @@
 //! deterministic embedder for tests that are not about retrieval quality).
 //! Every provider returns L2-normalised vectors of [`Embedder::dim`] floats.
 
+pub mod cache;
 pub mod hash;
 pub mod local;
 pub mod onnx;

@@ -41,6 +41,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::auth::Principal;
+use crate::embed::cache::QueryCache;
 use crate::embed::{Embedder, LazyEmbedder};
 use crate::store::search::{Hit, Query};
 use crate::store::{ListFilter, Scope, Store};
@@ -62,6 +63,8 @@ pub struct App {
     pub default_user: String,
     /// Wakes the embedding backfill job after a store without a vector.
     pub backfill: Arc<Notify>,
+    /// Vectors of recent search queries.
+    pub query_vectors: QueryCache,
 }
 
 impl App {
@@ -78,9 +81,13 @@ impl App {
         }
     }
 
-    /// Embeds a search query; failure is an error the caller reports.
+    /// Embeds a search query, or takes its vector from the recent queries';
+    /// failure is an error the caller reports.
     pub(crate) async fn embed_query(&self, text: &str) -> Result<Vec<f32>, ToolError> {
-        let mut v = self
+        if let Some(vector) = self.query_vectors.get(text) {
+            return Ok(vector);
+        }
+        let vector = self
             .embedder
             .embed(vec![text.to_string()])
             .await
@@ -88,9 +95,11 @@ impl App {
                 ToolError::Unavailable(format!(
                     "the embedding model is unavailable ({e}); mode \"keyword\" still works"
                 ))
-            })?;
-        v.pop()
-            .ok_or_else(|| ToolError::Unavailable("the embedder returned nothing".into()))
+            })?
+            .pop()
+            .ok_or_else(|| ToolError::Unavailable("the embedder returned nothing".into()))?;
+        self.query_vectors.put(text, &vector);
+        Ok(vector)
     }
 
     /// Runs `query`: its keyword side while it is embedded (the two use
