@@ -182,6 +182,13 @@ async fn main() -> anyhow::Result<()> {
         if opts.wants("stdio") {
             let mut stdio = run_stdio_searches(&opts.server, &url, 200).await?;
             stdio.print("search_memories, 1 client, stdio");
+            if let Some(search) = stdio.tools.get("search_memories") {
+                let p50 = percentile(search, 0.5);
+                println!(
+                    "stdio search p50 / floor = {:.2} (target <= 1.3)",
+                    p50.as_secs_f64() / (floor.embed_p50 + floor.hnsw_p50).as_secs_f64()
+                );
+            }
         }
         let (rss, hwm) = server.rss();
         println!(

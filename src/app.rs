@@ -45,12 +45,13 @@ pub async fn start(config: &Config, stop: CancellationToken) -> Result<Arc<App>,
     );
     // Pick up memories left unembedded by an earlier run.
     backfill.notify_one();
+    let query_vectors = QueryCache::new(config.query_cache, embedder.dim());
     Ok(Arc::new(App {
         store,
         embedder,
         scope,
         default_user: config.default_user.clone(),
         backfill,
-        query_vectors: QueryCache::new(config.query_cache),
+        query_vectors,
     }))
 }
