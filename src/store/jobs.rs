@@ -116,6 +116,8 @@ pub fn spawn(
                         tracing::info!(purged = n, "purged expired memories");
                         break;
                     }
+                    // Shutting down: the pool closed under the purge.
+                    Err(_) if purge_stop.is_cancelled() => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "purging expired memories failed; will retry");
                         break;
@@ -137,6 +139,7 @@ pub fn spawn(
                     Ok(n) => {
                         tracing::info!(embedded = n, "embedded memories stored without a vector")
                     }
+                    Err(_) if stop.is_cancelled() => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "embedding backfill failed; will retry");
                         break;
@@ -149,6 +152,7 @@ pub fn spawn(
                     Ok(n) => {
                         tracing::info!(embedded = n, "embedded messages stored without a vector")
                     }
+                    Err(_) if stop.is_cancelled() => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "message embedding backfill failed; will retry");
                         break;
