@@ -53,10 +53,8 @@ impl QueryCache {
     /// The vector of `text` if it was embedded lately.
     pub fn get(&self, text: &str) -> Option<Vec<f32>> {
         let mut slots = self.lock()?;
-        let hit = match slots.index.get(&key(text)) {
-            Some(&slot) => Some(slots.slot(slot).to_vec()),
-            None => None,
-        };
+        let slot = slots.index.get(&key(text)).copied();
+        let hit = slot.map(|slot| slots.slot(slot).to_vec());
         crate::metrics::query_cache(hit.is_some());
         hit
     }
