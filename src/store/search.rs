@@ -484,8 +484,9 @@ impl Store {
         // Two statements, each with the plan mode it needs, set for this
         // transaction only. Each SET travels with its statement (requests
         // are pipelined), and the read-only transaction ends with a
-        // ROLLBACK queued when it is dropped: one round trip more than a
-        // single statement, against 1.3-3 ms of planning saved.
+        // ROLLBACK queued when it is dropped: two round trips more than a
+        // single statement (BEGIN, and the second statement), against
+        // 1.3-3 ms of planning saved.
         let rows = super::timed("search_memories", async {
             let tx = client.build_transaction().read_only(true).start().await?;
             let semantic: Vec<Uuid> = if use_vectors {
