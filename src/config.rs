@@ -567,9 +567,10 @@ impl Settings {
             )));
         }
         let query_cache = self.query_cache.unwrap_or(1024);
-        if query_cache > 1_000_000 {
+        // Its vectors are allocated at start: 1.5 MB per 1,000 at 384 dims.
+        if query_cache > 100_000 {
             return Err(ConfigError::Invalid(format!(
-                "query_cache {query_cache} is out of range: use 0 (off) to 1000000"
+                "query_cache {query_cache} is out of range: use 0 (off) to 100000"
             )));
         }
         let companion = self.companion.unwrap_or_else(|| "default".into());

@@ -454,10 +454,17 @@ async fn health_readiness_and_metrics_endpoints_report() {
         "mnemo_query_cache_total{outcome=\"hit\"} 1",
         "mnemo_embedded_texts_total 2",
     ] {
-        assert!(
-            metrics.contains(needle),
-            "metrics lack {needle}:\n{metrics}"
-        );
+        // A needle ending in a value must be a whole line ("... 2" is not "... 20").
+        let valued = needle
+            .rsplit(' ')
+            .next()
+            .is_some_and(|v| v.parse::<f64>().is_ok());
+        let found = if valued {
+            metrics.lines().any(|l| l == needle)
+        } else {
+            metrics.contains(needle)
+        };
+        assert!(found, "metrics lack {needle}:\n{metrics}");
     }
     client.cancel().await.ok();
 }

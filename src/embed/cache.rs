@@ -52,9 +52,12 @@ impl QueryCache {
 
     /// The vector of `text` if it was embedded lately.
     pub fn get(&self, text: &str) -> Option<Vec<f32>> {
-        let mut slots = self.lock()?;
-        let slot = slots.index.get(&key(text)).copied();
-        let hit = slot.map(|slot| slots.slot(slot).to_vec());
+        let key = key(text);
+        let hit = {
+            let mut slots = self.lock()?;
+            let slot = slots.index.get(&key).copied();
+            slot.map(|slot| slots.slot(slot).to_vec())
+        };
         crate::metrics::query_cache(hit.is_some());
         hit
     }
@@ -62,13 +65,13 @@ impl QueryCache {
     /// Keeps `vector` as the embedding of `text` (a vector of another
     /// dimension is ignored).
     pub fn put(&self, text: &str, vector: &[f32]) {
+        let key = key(text);
         let Some(mut slots) = self.lock() else {
             return;
         };
         if vector.len() != slots.dim {
             return;
         }
-        let key = key(text);
         let known = slots.index.get(&key).copied();
         let slot = match known {
             Some(slot) => slot,
@@ -83,7 +86,11 @@ impl QueryCache {
             },
         };
         // Pushing at capacity evicts exactly the entry whose slot was taken.
-        slots.index.push(key, slot);
+        let evicted = slots.index.push(key, slot);
+        debug_assert!(
+            evicted.is_none_or(|(_, s)| s == slot),
+            "a slot shared by two queries"
+        );
         slots.slot_mut(slot).copy_from_slice(vector);
     }
 

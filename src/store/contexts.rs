@@ -516,26 +516,32 @@ impl Store {
             .roles
             .as_ref()
             .map(|r| r.iter().map(|r| r.as_str()).collect());
-        let stmt = client
-            .prepare_cached(&search_sql(self.embedding_dim()))
-            .await?;
+        // The statement's HNSW-or-exact choice depends on the scope's size:
+        // planned for each call (a cached generic plan would serve a small
+        // scope through an index scan tuned for a large one), in a read-only
+        // transaction that keeps the setting to itself.
+        let mut client = client;
         let started = std::time::Instant::now();
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &filter.context,
-                    &scope.companion_id,
-                    &user_id,
-                    &roles,
-                    &vector,
-                    &text,
-                    &use_vectors,
-                    &use_text,
-                    &limit.min(CANDIDATES),
-                ],
-            )
-            .await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
+        let stmt = tx.prepare_cached(&search_sql(self.embedding_dim())).await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &filter.context,
+            &scope.companion_id,
+            &user_id,
+            &roles,
+            &vector,
+            &text,
+            &use_vectors,
+            &use_text,
+            &limit.min(CANDIDATES),
+        ];
+        let (set, rows) = tokio::join!(
+            biased;
+            tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
+            tx.query(&stmt, &params)
+        );
+        set?;
+        let rows = rows?;
         crate::db::note_duration("search_messages", started);
         Ok(rows
             .iter()

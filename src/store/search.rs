@@ -482,19 +482,25 @@ impl Store {
         let limit = query.limit.min(CANDIDATES);
         let mut client = self.client().await?;
         // Two statements, each with the plan mode it needs, set for this
-        // transaction only. Each SET travels with its statement (requests
-        // are pipelined), and the read-only transaction ends with a
-        // ROLLBACK queued when it is dropped: two round trips more than a
-        // single statement (BEGIN, and the second statement), against
-        // 1.3-3 ms of planning saved.
+        // transaction only (one snapshot for both). Each SET travels just
+        // ahead of its statement (requests are pipelined in polling order),
+        // and the read-only transaction ends with a ROLLBACK queued when it
+        // is dropped: up to two round trips more than a single statement
+        // (BEGIN, and the second statement), against 1.3-3 ms of planning.
         let rows = super::timed("search_memories", async {
-            let tx = client.build_transaction().read_only(true).start().await?;
+            let tx = client
+                .build_transaction()
+                .read_only(true)
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .start()
+                .await?;
             let semantic: Vec<Uuid> = if use_vectors {
                 let stmt = tx
                     .prepare_typed_cached(&semantic_sql(&filter_sql, dim), &FILTER_TYPES)
                     .await?;
                 let params = values.with(&[&vector]);
                 let (set, row) = tokio::join!(
+                    biased;
                     tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
                     tx.query_one(&stmt, &params)
                 );
@@ -516,6 +522,7 @@ impl Store {
                 &semantic,
             ]);
             let (set, rows) = tokio::join!(
+                biased;
                 tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan"),
                 tx.query(&stmt, &params)
             );
