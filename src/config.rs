@@ -684,3 +684,27 @@ impl Config {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_cache_defaults_to_1024_and_is_bounded_with_a_clear_error() {
+        assert_eq!(Settings::default().resolve().unwrap().query_cache, 1024);
+        let off = Settings {
+            query_cache: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(off.resolve().unwrap().query_cache, 0, "0 turns it off");
+        let huge = Settings {
+            query_cache: Some(100_001),
+            ..Default::default()
+        };
+        let err = huge.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("query_cache 100001 is out of range: use 0 (off) to 100000"),
+            "{err}"
+        );
+    }
+}
