@@ -516,10 +516,10 @@ impl Store {
             .roles
             .as_ref()
             .map(|r| r.iter().map(|r| r.as_str()).collect());
-        // The statement's HNSW-or-exact choice depends on the scope's size:
-        // planned for each call (a cached generic plan would serve a small
-        // scope through an index scan tuned for a large one), in a read-only
-        // transaction that keeps the setting to itself.
+        // The statement's HNSW-or-exact choice depends on the scope's size,
+        // so it is planned per call (a cached generic plan would serve a
+        // small scope through an index scan tuned for a large one), in a
+        // read-only transaction that keeps the setting to itself.
         let mut client = client;
         let started = std::time::Instant::now();
         let tx = client.build_transaction().read_only(true).start().await?;
@@ -535,13 +535,7 @@ impl Store {
             &use_text,
             &limit.min(CANDIDATES),
         ];
-        let (set, rows) = tokio::join!(
-            biased;
-            tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
-            tx.query(&stmt, &params)
-        );
-        set?;
-        let rows = rows?;
+        let rows = super::query_planned(&tx, super::Plan::PerCall, &stmt, &params).await?;
         crate::db::note_duration("search_messages", started);
         Ok(rows
             .iter()

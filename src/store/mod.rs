@@ -402,6 +402,35 @@ async fn upsert_id(
     Ok(row.get(0))
 }
 
+/// How PostgreSQL plans a prepared statement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Plan {
+    /// For the values of each call: a plan whose best shape depends on them
+    /// (an HNSW or an exact scan, by the scope's size).
+    PerCall,
+    /// Once per connection, then cached: a plan that does not.
+    Cached,
+}
+
+/// Runs `stmt` in transaction `tx` planned as `plan` says, a setting that
+/// lasts until the transaction ends. The SET is sent just ahead of the
+/// statement (requests are pipelined in the order they are polled), so it
+/// costs no round trip of its own.
+pub(crate) async fn query_planned(
+    tx: &impl deadpool_postgres::GenericClient,
+    plan: Plan,
+    stmt: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let mode = match plan {
+        Plan::PerCall => "SET LOCAL plan_cache_mode = force_custom_plan",
+        Plan::Cached => "SET LOCAL plan_cache_mode = force_generic_plan",
+    };
+    let (set, rows) = tokio::join!(biased; tx.batch_execute(mode), tx.query(stmt, params));
+    set?;
+    Ok(rows?)
+}
+
 /// Awaits one statement, logging it as slow (with `name`) past
 /// [`crate::db::SLOW_QUERY`].
 pub(crate) async fn timed<T>(name: &str, statement: impl std::future::Future<Output = T>) -> T {

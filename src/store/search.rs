@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::memories::FILTER_TYPES;
 use super::terms::DF_CAP;
-use super::{ListFilter, MEMORY_COLUMNS, Memory, Scope, Store, StoreError};
+use super::{ListFilter, MEMORY_COLUMNS, Memory, Plan, Scope, Store, StoreError, query_planned};
 use crate::timeframe::TimeWindow;
 
 /// Which candidate lists feed the ranking.
@@ -481,12 +481,11 @@ impl Store {
         let values = filter.values(scope, user_id);
         let limit = query.limit.min(CANDIDATES);
         let mut client = self.client().await?;
-        // Two statements, each with the plan mode it needs, set for this
-        // transaction only (one snapshot for both). Each SET travels just
-        // ahead of its statement (requests are pipelined in polling order),
-        // and the read-only transaction ends with a ROLLBACK queued when it
-        // is dropped: up to two round trips more than a single statement
-        // (BEGIN, and the second statement), against 1.3-3 ms of planning.
+        // Two statements, each planned as it needs (`query_planned`), in one
+        // read-only transaction (one snapshot for both) that ends with a
+        // ROLLBACK queued when it is dropped: up to two round trips more than
+        // a single statement (BEGIN, and the second statement), against
+        // 1.3-3 ms of planning.
         let rows = super::timed("search_memories", async {
             let tx = client
                 .build_transaction()
@@ -498,14 +497,9 @@ impl Store {
                 let stmt = tx
                     .prepare_typed_cached(&semantic_sql(&filter_sql, dim), &FILTER_TYPES)
                     .await?;
-                let params = values.with(&[&vector]);
-                let (set, row) = tokio::join!(
-                    biased;
-                    tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
-                    tx.query_one(&stmt, &params)
-                );
-                set?;
-                row?.get(0)
+                let rows =
+                    query_planned(&tx, Plan::PerCall, &stmt, &values.with(&[&vector])).await?;
+                rows.first().map(|r| r.get(0)).unwrap_or_default()
             } else {
                 Vec::new()
             };
@@ -521,13 +515,7 @@ impl Store {
                 &keywords.ids,
                 &semantic,
             ]);
-            let (set, rows) = tokio::join!(
-                biased;
-                tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan"),
-                tx.query(&stmt, &params)
-            );
-            set?;
-            Ok::<_, StoreError>(rows?)
+            query_planned(&tx, Plan::Cached, &stmt, &params).await
         })
         .await?;
         Ok(rows
