@@ -150,13 +150,21 @@ async fn converse(db: &TestDb) -> (String, String) {
     )
     .await;
     let fork = fork["context"]["id"].as_str().unwrap().to_string();
-    ok(&client, "append_messages", json!({"context_id": fork, "expected_version": 2, "messages": [
-        {"role": "user", "content": "Actually, the night bus is cheaper"}
-    ]}))
+    ok(
+        &client,
+        "append_messages",
+        json!({"context_id": fork, "expected_version": 2, "messages": [
+            {"role": "user", "content": "Actually, the night bus is cheaper"}
+        ]}),
+    )
     .await;
-    let scratch = ok(&client, "append_messages", json!({"name": "Scratch", "user_id": "ana", "messages": [
-        {"role": "user", "content": "Forget this one"}
-    ]}))
+    let scratch = ok(
+        &client,
+        "append_messages",
+        json!({"name": "Scratch", "user_id": "ana", "messages": [
+            {"role": "user", "content": "Forget this one"}
+        ]}),
+    )
     .await;
     ok(
         &client,
@@ -164,15 +172,23 @@ async fn converse(db: &TestDb) -> (String, String) {
         json!({"id": scratch["context_id"]}),
     )
     .await;
-    ok(&client, "append_messages", json!({"name": "Tea", "user_id": "bob", "messages": [
-        {"role": "user", "content": "Green or black tea?"}
-    ]}))
+    ok(
+        &client,
+        "append_messages",
+        json!({"name": "Tea", "user_id": "bob", "messages": [
+            {"role": "user", "content": "Green or black tea?"}
+        ]}),
+    )
     .await;
     client.cancel().await.ok();
     let other = stdio_client(mnemo(db, "other", Embed::Hash)).await;
-    ok(&other, "append_messages", json!({"name": "Elsewhere", "user_id": "ana", "messages": [
-        {"role": "user", "content": "Hello from the other companion"}
-    ]}))
+    ok(
+        &other,
+        "append_messages",
+        json!({"name": "Elsewhere", "user_id": "ana", "messages": [
+            {"role": "user", "content": "Hello from the other companion"}
+        ]}),
+    )
     .await;
     other.cancel().await.ok();
     let sql = db.sql().await;
@@ -213,7 +229,10 @@ async fn export_then_import_is_lossless_and_importing_again_changes_nothing() {
     let text = std::fs::read_to_string(&a).unwrap();
     let parent_line = text.find("\"name\":\"Trip to Porto\"").unwrap();
     let fork_line = text.find("\"name\":\"Trip to Porto, by bus\"").unwrap();
-    assert!(parent_line < fork_line, "the fork is written before its parent");
+    assert!(
+        parent_line < fork_line,
+        "the fork is written before its parent"
+    );
 
     // populate read one memory: its access statistics travel too.
     assert_eq!(
@@ -573,9 +592,13 @@ async fn a_conversation_survives_export_and_import_into_an_empty_data_dir() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert!(!names.contains(&"Scratch") && names.len() == 2, "{names:?}");
-    let more = ok(&restored, "append_messages", json!({"context_id": fork, "expected_version": 3, "messages": [
-        {"role": "assistant", "content": "The night bus leaves at 23:00"}
-    ]}))
+    let more = ok(
+        &restored,
+        "append_messages",
+        json!({"context_id": fork, "expected_version": 3, "messages": [
+            {"role": "assistant", "content": "The night bus leaves at 23:00"}
+        ]}),
+    )
     .await;
     assert_eq!(more["versions"], json!([4]));
     restored.cancel().await.ok();

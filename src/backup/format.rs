@@ -395,7 +395,10 @@ mod tests {
         let Row::Memory(m) = &row else {
             panic!("not a memory: {row:?}")
         };
-        assert_eq!((m.memory.user_id.as_str(), m.memory.access_count), ("ana", 2));
+        assert_eq!(
+            (m.memory.user_id.as_str(), m.memory.access_count),
+            ("ana", 2)
+        );
         let back: serde_json::Value = serde_json::to_value(Record::from(row)).unwrap();
         let original: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(back, original);
@@ -412,7 +415,10 @@ mod tests {
             user: None,
         });
         let text = serde_json::to_string(&header).unwrap();
-        assert!(text.starts_with(r#"{"type":"header","format":"mnemo-export","version":2"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"header","format":"mnemo-export","version":2"#),
+            "{text}"
+        );
         assert!(header.into_row().is_none());
     }
 }

@@ -32,8 +32,8 @@ use crate::db::{self, DbError};
 use crate::embed::{EmbedError, Embedder, LazyEmbedder};
 use crate::store::{Store, StoreError};
 
-pub use commands::{export, export_command, import, import_command};
 pub use crate::store::bulk::Counts;
+pub use commands::{export, export_command, import, import_command};
 pub use server_memory::import_server_memory;
 
 /// Rows per import transaction.

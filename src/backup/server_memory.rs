@@ -92,7 +92,15 @@ struct Graph<'a> {
 impl Graph<'_> {
     /// Queues a memory that line `line` makes (of `what`, for errors);
     /// memories are stored in batches of [`BATCH`].
-    async fn add(&mut self, line: u64, what: &str, content: String, tags: &[&str], metadata: Value, links: Links<'_>) -> Result<(), BackupError> {
+    async fn add(
+        &mut self,
+        line: u64,
+        what: &str,
+        content: String,
+        tags: &[&str],
+        metadata: Value,
+        links: Links<'_>,
+    ) -> Result<(), BackupError> {
         let memory = memory(self.user, content, tags, metadata).map_err(|e| BackupError::Line {
             path: self.path.to_path_buf(),
             line,
@@ -147,11 +155,19 @@ impl Graph<'_> {
     }
 
     /// Relates `from` to `to` unless they are one memory; counts it.
-    async fn relate(&mut self, from: Uuid, to: Uuid, relation: Relation) -> Result<(), BackupError> {
+    async fn relate(
+        &mut self,
+        from: Uuid,
+        to: Uuid,
+        relation: Relation,
+    ) -> Result<(), BackupError> {
         if from == to {
             return Ok(());
         }
-        let related = self.store.relate(self.scope, from, to, relation, 1.0).await?;
+        let related = self
+            .store
+            .relate(self.scope, from, to, relation, 1.0)
+            .await?;
         if related.created {
             self.counts.relations += 1;
         } else {
@@ -203,21 +219,34 @@ pub async fn import_server_memory(
                 observations,
             } => {
                 let tags = [entity_type.as_str(), name.as_str()];
-                let meta = json!({"source": "server-memory", "entity": name, "entity_type": entity_type});
-                let article = if entity_type.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) {
+                let meta =
+                    json!({"source": "server-memory", "entity": name, "entity_type": entity_type});
+                let article = if entity_type
+                    .starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U'])
+                {
                     "an"
                 } else {
                     "a"
                 };
                 let anchor = format!("{name} is {article} {entity_type}.");
-                let anchor_of = Links { elaborates: None, anchor_of: Some(&name) };
+                let anchor_of = Links {
+                    elaborates: None,
+                    anchor_of: Some(&name),
+                };
                 let what = format!("entity {name:?}");
-                graph.add(n, &what, anchor, &tags, meta.clone(), anchor_of).await?;
-                let elaborates = Links { elaborates: Some(&name), anchor_of: None };
+                graph
+                    .add(n, &what, anchor, &tags, meta.clone(), anchor_of)
+                    .await?;
+                let elaborates = Links {
+                    elaborates: Some(&name),
+                    anchor_of: None,
+                };
                 let what = format!("observation of {name:?}");
                 for observation in observations {
                     let content = format!("{name} ({entity_type}): {observation}");
-                    graph.add(n, &what, content, &tags, meta.clone(), elaborates).await?;
+                    graph
+                        .add(n, &what, content, &tags, meta.clone(), elaborates)
+                        .await?;
                 }
             }
             GraphLine::Relation {
@@ -240,16 +269,33 @@ pub async fn import_server_memory(
             if !graph.has_anchor(name) {
                 // A relation to an entity the file never describes.
                 let meta = json!({"source": "server-memory", "entity": name});
-                let links = Links { elaborates: None, anchor_of: Some(name.as_str()) };
+                let links = Links {
+                    elaborates: None,
+                    anchor_of: Some(name.as_str()),
+                };
                 let content = format!("{name} is an entity.");
-                graph.add(n, &format!("entity {name:?}"), content, &[name.as_str()], meta, links).await?;
+                graph
+                    .add(
+                        n,
+                        &format!("entity {name:?}"),
+                        content,
+                        &[name.as_str()],
+                        meta,
+                        links,
+                    )
+                    .await?;
             }
         }
         let meta = json!({"source": "server-memory", "from": from, "to": to, "relation_type": relation_type});
-        let links = Links { elaborates: Some(&from), anchor_of: None };
+        let links = Links {
+            elaborates: Some(&from),
+            anchor_of: None,
+        };
         let content = format!("{from} {relation_type} {to}");
         let tags = [relation_type.as_str(), from.as_str(), to.as_str()];
-        graph.add(n, "relation", content, &tags, meta, links).await?;
+        graph
+            .add(n, "relation", content, &tags, meta, links)
+            .await?;
         edges.push((from, to));
     }
     graph.flush().await?;
@@ -326,7 +372,10 @@ mod tests {
     #[test]
     fn tags_that_do_not_fit_are_left_out() {
         let long = "x".repeat(MAX_TAG_CHARS + 1);
-        assert_eq!(tags(&[" person ", &long, "person", "Ana"]), vec!["person", "Ana"]);
+        assert_eq!(
+            tags(&[" person ", &long, "person", "Ana"]),
+            vec!["person", "Ana"]
+        );
     }
 
     #[test]

@@ -195,9 +195,9 @@ async fn named_id(
 /// reference (a fork whose parent is not here) becomes an invalid value.
 fn about(what: String) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |e| {
-        let missing = e.as_db_error().is_some_and(|db| {
-            db.code() == &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION
-        });
+        let missing = e
+            .as_db_error()
+            .is_some_and(|db| db.code() == &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION);
         match StoreError::from(e) {
             StoreError::Constraint(c) => StoreError::Constraint(format!("{what}: {c}")),
             StoreError::Db(db) if missing => StoreError::Constraint(format!(

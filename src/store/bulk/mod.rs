@@ -110,7 +110,12 @@ pub struct Counts {
 
 impl Counts {
     pub fn total(&self) -> u64 {
-        self.companions + self.users + self.memories + self.relations + self.contexts + self.messages
+        self.companions
+            + self.users
+            + self.memories
+            + self.relations
+            + self.contexts
+            + self.messages
     }
 
     pub fn add(&mut self, other: Counts) {

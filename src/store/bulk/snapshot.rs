@@ -24,6 +24,13 @@ use crate::store::{Memory, Store, StoreError};
 /// 384-dimensional vector is about 2 KB).
 const READ_AHEAD: usize = 256;
 
+/// One table's statement, its parameters and how its rows read.
+type Table<'a> = (
+    &'static str,
+    &'a [&'a (dyn ToSql + Sync)],
+    fn(&PgRow) -> Result<Row, StoreError>,
+);
+
 /// Which rows a snapshot holds.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -52,7 +59,9 @@ impl Stream for Rows {
                 // Every sender is gone: the reader finished, or panicked,
                 // which must not pass for the end of a complete snapshot.
                 match Pin::new(&mut self.reader).poll(cx) {
-                    Poll::Ready(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Poll::Ready(Err(e)) if e.is_panic() => {
+                        std::panic::resume_unwind(e.into_panic())
+                    }
                     Poll::Ready(_) => Poll::Ready(None),
                     Poll::Pending => Poll::Pending,
                 }
@@ -110,7 +119,7 @@ async fn read(
     };
     let user = [&user_id as &(dyn ToSql + Sync)];
     let with_vectors = [&user_id as &(dyn ToSql + Sync), &selection.embeddings];
-    let tables: [(&str, &[&(dyn ToSql + Sync)], fn(&PgRow) -> Result<Row, StoreError>); 6] = [
+    let tables: [Table<'_>; 6] = [
         (COMPANIONS, &user, companion),
         (USERS, &user, user_row),
         (MEMORIES, &with_vectors, memory),
@@ -188,7 +197,8 @@ const MESSAGES: &str = "SELECT m.id, m.context_id, m.version, m.role, m.content,
      ORDER BY m.context_id, m.version";
 
 fn vector(r: &PgRow) -> Result<Option<Vec<f32>>, StoreError> {
-    Ok(r.try_get::<_, Option<Vector>>("embedding")?.map(|v| v.to_vec()))
+    Ok(r.try_get::<_, Option<Vector>>("embedding")?
+        .map(|v| v.to_vec()))
 }
 
 fn companion(r: &PgRow) -> Result<Row, StoreError> {
