@@ -17,6 +17,7 @@
 //! - [`app`]: assembles the above from a configuration.
 //! - [`doctor`]: `mnemo doctor`'s checks.
 //! - [`backup`]: `mnemo export` / `mnemo import` (JSONL backups, server-memory files).
+//! - [`limits`]: the sizes stored values may have (tools and backup share them).
 
 pub mod app;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod doctor;
 pub mod embed;
+pub mod limits;
 pub mod metrics;
 pub mod store;
 pub mod timeframe;

@@ -1,6 +1,7 @@
 //! Backups and moving in: `mnemo export` / `mnemo import` round-trip every
-//! row exactly and are idempotent; a knowledge graph from the reference MCP
-//! memory server becomes searchable, related memories.
+//! row exactly (memories, relations, conversations with their forks) and
+//! are idempotent; a knowledge graph from the reference MCP memory server
+//! becomes searchable, related memories.
 
 mod common;
 
@@ -12,7 +13,11 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn run(db: &TestDb, args: &[&str]) -> Output {
-    let out = mnemo(db, "default", Embed::Hash)
+    run_command(mnemo(db, "default", Embed::Hash), args).await
+}
+
+async fn run_command(mut command: tokio::process::Command, args: &[&str]) -> Output {
+    let out = command
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -26,8 +31,8 @@ async fn run(db: &TestDb, args: &[&str]) -> Output {
     out
 }
 
-/// Every row of the exported tables, as JSON text, in a stable order.
-async fn dump(db: &TestDb) -> Vec<String> {
+/// Every row of the exported tables, as JSON text per table, in a stable order.
+async fn dump(db: &TestDb) -> Vec<(&'static str, String)> {
     let sql = db.sql().await;
     let mut out = Vec::new();
     for (table, key) in [
@@ -36,6 +41,8 @@ async fn dump(db: &TestDb) -> Vec<String> {
         ("memories", "id"),
         ("memory_relations", "id"),
         ("memory_access", "memory_id"),
+        ("contexts", "id"),
+        ("messages", "id"),
     ] {
         let row = sql
             .query_one(
@@ -44,7 +51,7 @@ async fn dump(db: &TestDb) -> Vec<String> {
             )
             .await
             .unwrap();
-        out.push(row.get(0));
+        out.push((table, row.get(0)));
     }
     out
 }
@@ -63,7 +70,8 @@ async fn count(db: &TestDb, query: &str) -> i64 {
 }
 
 /// A database with a bit of everything: two companions, several users,
-/// archived, expiring, updated and unembedded memories, relations.
+/// archived, expiring, updated and unembedded memories, relations, and
+/// conversations (see [`converse`]).
 async fn populate(db: &TestDb) {
     let client = stdio_client(mnemo(db, "default", Embed::Hash)).await;
     let a = ok(&client, "store_memory", json!({"content": "Ana adopted a beagle named Max", "user_id": "ana",
@@ -118,6 +126,82 @@ async fn populate(db: &TestDb) {
         .execute("UPDATE memories SET embedding = NULL, embedding_model = NULL WHERE content = 'Bob prefers green tea'", &[])
         .await
         .unwrap();
+    converse(db).await;
+}
+
+/// Conversations: ana's trip (a tool call, a model, a token count) with a
+/// fork that goes on by bus, a deleted context, bob's, and one in the other
+/// companion; one message still waiting for its embedding, and the fork
+/// older than its parent (clocks differ between the hosts that wrote them),
+/// so only ancestry, not time, puts the parent first. 5 contexts, 8 messages.
+async fn converse(db: &TestDb) -> (String, String) {
+    let client = stdio_client(mnemo(db, "default", Embed::Hash)).await;
+    let trip = ok(&client, "append_messages", json!({"name": "Trip to Porto", "user_id": "ana", "messages": [
+        {"role": "system", "content": "You are Ana's travel assistant."},
+        {"role": "user", "content": "Book me a train to Porto", "token_count": 7},
+        {"role": "assistant", "content": "Checking trains", "tool_name": "trains", "tool_call_id": "c1", "model": "m-1"},
+        {"role": "tool", "content": "CP 521 departs 09:40", "tool_name": "trains", "tool_call_id": "c1"}
+    ]})).await;
+    let trip = trip["context_id"].as_str().unwrap().to_string();
+    let fork = ok(
+        &client,
+        "fork_context",
+        json!({"id": trip, "version": 2, "name": "Trip to Porto, by bus"}),
+    )
+    .await;
+    let fork = fork["context"]["id"].as_str().unwrap().to_string();
+    ok(
+        &client,
+        "append_messages",
+        json!({"context_id": fork, "expected_version": 2, "messages": [
+            {"role": "user", "content": "Actually, the night bus is cheaper"}
+        ]}),
+    )
+    .await;
+    let scratch = ok(
+        &client,
+        "append_messages",
+        json!({"name": "Scratch", "user_id": "ana", "messages": [
+            {"role": "user", "content": "Forget this one"}
+        ]}),
+    )
+    .await;
+    ok(
+        &client,
+        "delete_context",
+        json!({"id": scratch["context_id"]}),
+    )
+    .await;
+    ok(
+        &client,
+        "append_messages",
+        json!({"name": "Tea", "user_id": "bob", "messages": [
+            {"role": "user", "content": "Green or black tea?"}
+        ]}),
+    )
+    .await;
+    client.cancel().await.ok();
+    let other = stdio_client(mnemo(db, "other", Embed::Hash)).await;
+    ok(
+        &other,
+        "append_messages",
+        json!({"name": "Elsewhere", "user_id": "ana", "messages": [
+            {"role": "user", "content": "Hello from the other companion"}
+        ]}),
+    )
+    .await;
+    other.cancel().await.ok();
+    let sql = db.sql().await;
+    sql.execute("UPDATE messages SET embedding = NULL, embedding_model = NULL WHERE content = 'Actually, the night bus is cheaper'", &[])
+        .await
+        .unwrap();
+    sql.execute(
+        "UPDATE contexts SET created_at = created_at - interval '1 day' WHERE parent_id IS NOT NULL",
+        &[],
+    )
+    .await
+    .unwrap();
+    (trip, fork)
 }
 
 #[tokio::test]
@@ -140,7 +224,15 @@ async fn export_then_import_is_lossless_and_importing_again_changes_nothing() {
         serde_json::from_str(std::fs::read_to_string(&a).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(header["type"], "header");
     assert_eq!(header["format"], "mnemo-export");
-    assert_eq!(header["version"], 1);
+    assert_eq!(header["version"], 2);
+    // A fork's line comes after its parent's, whatever their times.
+    let text = std::fs::read_to_string(&a).unwrap();
+    let parent_line = text.find("\"name\":\"Trip to Porto\"").unwrap();
+    let fork_line = text.find("\"name\":\"Trip to Porto, by bus\"").unwrap();
+    assert!(
+        parent_line < fork_line,
+        "the fork is written before its parent"
+    );
 
     // populate read one memory: its access statistics travel too.
     assert_eq!(
@@ -155,7 +247,9 @@ async fn export_then_import_is_lossless_and_importing_again_changes_nothing() {
     let out = run(&target, &["import", a.to_str().unwrap()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("imported 2 companions, 2 users, 5 memories, 2 relations"),
+        stderr.contains(
+            "imported 2 companions, 2 users, 5 memories, 2 relations, 5 contexts, 8 messages"
+        ),
         "{stderr}"
     );
     assert_eq!(
@@ -173,7 +267,7 @@ async fn export_then_import_is_lossless_and_importing_again_changes_nothing() {
     let out = run(&target, &["import", a.to_str().unwrap()]).await;
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(
-            "imported 0 companions, 0 users, 0 memories, 0 relations (11 already present)"
+            "imported 0 companions, 0 users, 0 memories, 0 relations, 0 contexts, 0 messages (24 already present)"
         ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
@@ -214,38 +308,29 @@ async fn export_of_one_user_without_embeddings_is_reembedded_after_import() {
             of("companion"),
             of("user"),
             of("memory"),
-            of("relation")
+            of("relation"),
+            of("context"),
+            of("message")
         ),
-        (1, 2, 1, 4, 2)
+        (1, 2, 1, 4, 2, 4, 7)
     );
     assert!(records.iter().all(|r| r.get("embedding").is_none()));
     assert!(
         records
             .iter()
-            .filter(|r| r["type"] == "memory")
+            .filter(|r| r["type"] == "memory" || r["type"] == "context")
             .all(|r| r["user"] == "ana")
     );
 
     let target = fresh_db().await;
     run(&target, &["import", file.to_str().unwrap()]).await;
-    assert_eq!(
-        count(
-            &target,
-            "SELECT count(*) FROM memories WHERE embedding IS NULL"
-        )
-        .await,
-        4
-    );
+    const UNEMBEDDED: &str = "SELECT (SELECT count(*) FROM memories WHERE embedding IS NULL) \
+        + (SELECT count(*) FROM messages WHERE embedding IS NULL)";
+    assert_eq!(count(&target, UNEMBEDDED).await, 4 + 7);
     // A server embeds them in the background; vector search then finds them.
     let client = stdio_client(mnemo(&target, "default", Embed::Hash)).await;
     let began = Instant::now();
-    while count(
-        &target,
-        "SELECT count(*) FROM memories WHERE embedding IS NULL",
-    )
-    .await
-        > 0
-    {
+    while count(&target, UNEMBEDDED).await > 0 {
         assert!(
             began.elapsed() < Duration::from_secs(30),
             "never re-embedded"
@@ -256,6 +341,11 @@ async fn export_of_one_user_without_embeddings_is_reembedded_after_import() {
     assert_eq!(
         found["results"][0]["content"],
         "Ana walks Max every morning"
+    );
+    let found = ok(&client, "search_messages", json!({"query": "Book me a train to Porto", "user_id": "ana", "mode": "semantic", "limit": 1})).await;
+    assert_eq!(
+        found["results"][0]["message"]["content"],
+        "Book me a train to Porto"
     );
     client.cancel().await.ok();
 
@@ -452,4 +542,64 @@ async fn a_server_memory_knowledge_graph_imports_as_searchable_related_memories(
         "John_Smith works_at Anthropic"
     );
     client.cancel().await.ok();
+}
+
+/// What get_context answers for `id`, whole.
+async fn read_context(client: &Client, id: &str) -> Value {
+    ok(client, "get_context", json!({"id": id, "limit": 500})).await
+}
+
+#[tokio::test]
+async fn a_conversation_survives_export_and_import_into_an_empty_data_dir() {
+    let source = fresh_db().await;
+    let (trip, fork) = converse(&source).await;
+    let client = stdio_client(mnemo(&source, "default", Embed::Hash)).await;
+    let (trip_before, fork_before) = (
+        read_context(&client, &trip).await,
+        read_context(&client, &fork).await,
+    );
+    client.cancel().await.ok();
+    // The fork's resolved log: its parent's first two messages, then its own.
+    let versions: Vec<i64> = fork_before["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.jsonl");
+    run(&source, &["export", "-o", file.to_str().unwrap()]).await;
+
+    let data_dir = temp_data_dir("restore");
+    let _stop = StopClusterOnDrop(data_dir.clone());
+    let out = run_command(
+        embedded_mnemo(&data_dir, "default"),
+        &["import", file.to_str().unwrap()],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("5 contexts, 8 messages"), "{stderr}");
+    let restored = stdio_client(embedded_mnemo(&data_dir, "default")).await;
+    assert_eq!(read_context(&restored, &trip).await, trip_before);
+    assert_eq!(read_context(&restored, &fork).await, fork_before);
+    // The deleted context stays deleted; the fork goes on where it was.
+    let listed = ok(&restored, "list_contexts", json!({"user_id": "ana"})).await;
+    let names: Vec<&str> = listed["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"Scratch") && names.len() == 2, "{names:?}");
+    let more = ok(
+        &restored,
+        "append_messages",
+        json!({"context_id": fork, "expected_version": 3, "messages": [
+            {"role": "assistant", "content": "The night bus leaves at 23:00"}
+        ]}),
+    )
+    .await;
+    assert_eq!(more["versions"], json!([4]));
+    restored.cancel().await.ok();
 }

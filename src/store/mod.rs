@@ -11,12 +11,12 @@
 //! - `jobs`: background purge of expired memories and embedding backfill
 //! - `contexts`: conversation logs (append, read, fork, delete) and message search
 //! - `catalog`: resource listing, user profiles and completion candidates
-//! - `export`: streaming export and batched, id-preserving import (backups)
+//! - `bulk`: whole tables for backups (a snapshot's rows out, id-keeping batches in)
 
 mod access;
+pub mod bulk;
 pub mod catalog;
 pub mod contexts;
-pub mod export;
 pub mod jobs;
 pub mod keys;
 pub mod memories;
@@ -75,8 +75,6 @@ pub enum StoreError {
     VersionOutOfRange { id: Uuid, version: i64, latest: i64 },
     #[error("invalid value: {0}")]
     Constraint(String),
-    #[error("cannot write the export: {0}")]
-    Write(std::io::Error),
     #[error(transparent)]
     Db(#[from] DbError),
 }

@@ -84,7 +84,6 @@ impl From<StoreError> for ToolError {
             StoreError::Constraint(_) | StoreError::VersionOutOfRange { .. } => {
                 ToolError::Invalid(e.to_string())
             }
-            StoreError::Write(_) => ToolError::Unavailable(e.to_string()),
             StoreError::Db(db) => {
                 tracing::error!(error = %db, "database error in a tool call");
                 ToolError::Unavailable(format!("the database is unavailable: {db}"))

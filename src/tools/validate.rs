@@ -6,12 +6,10 @@ use uuid::Uuid;
 
 use super::output::ToolError;
 
-pub const MAX_CONTENT_CHARS: usize = 32_768;
-pub const MAX_TAGS: usize = 32;
-pub const MAX_TAG_CHARS: usize = 64;
-pub const MAX_METADATA_BYTES: usize = 16_384;
-pub const MAX_METADATA_DEPTH: usize = 16;
-pub const MAX_USER_CHARS: usize = 256;
+pub use crate::limits::{
+    MAX_CONTENT_CHARS, MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_TAG_CHARS, MAX_TAGS,
+    MAX_USER_CHARS,
+};
 pub const MAX_BATCH: usize = 500;
 pub const MAX_QUERY_CHARS: usize = 2_048;
 pub const MAX_LIMIT: i64 = 100;
