@@ -48,7 +48,7 @@
 //! ```text
 //! cargo build --release --bin mnemo --example convbench
 //! target/release/examples/convbench [--sizes 1000,10000,100000] [--users 1000x100|none]
-//!     [--no-mixed] [--queries N] [--batch 250] [--reuse] [--tail 500] [--warmup 50]
+//!     [--mixed all|none|N] [--queries N] [--batch 250] [--reuse] [--tail 500] [--warmup 50]
 //!     [--singles 200] [--embed-sample 2000]
 //!     [--data ../shared/datasets/locomo/locomo-dev.json] [--server target/release/mnemo]
 //! ```
@@ -57,11 +57,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bench_common::locomo::{self, Conversation};
+use bench_common::locomo;
 use bench_common::pglog::{PgLog, print_slow};
 use bench_common::{Client, Server, call, connect, ms, percentile};
 use rmcp::ServiceExt;
-use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
 #[path = "common/mod.rs"]
@@ -84,7 +83,8 @@ struct Opts {
     data: String,
     sizes: Vec<usize>,
     users: Option<(usize, usize)>,
-    mixed: bool,
+    /// At most this many memories of the mixed scope.
+    mixed: Option<usize>,
     queries: usize,
     batch: usize,
     server: PathBuf,
@@ -100,7 +100,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
         data: locomo::DEFAULT_PATH.into(),
         sizes: vec![1_000, 10_000, 100_000],
         users: Some((1_000, 100)),
-        mixed: true,
+        mixed: Some(usize::MAX),
         queries: usize::MAX,
         batch: 250,
         server: PathBuf::from("target/release/mnemo"),
@@ -112,13 +112,16 @@ fn parse_opts() -> anyhow::Result<Opts> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--reuse" || a == "--no-mixed" {
-            o.reuse |= a == "--reuse";
-            o.mixed &= a != "--no-mixed";
+        if a == "--reuse" {
+            o.reuse = true;
             continue;
         }
         let value = args.next().with_context(|| format!("{a} needs a value"))?;
-        let number = || value.parse::<usize>().with_context(|| format!("{a} {value}"));
+        let number = || {
+            value
+                .parse::<usize>()
+                .with_context(|| format!("{a} {value}"))
+        };
         match a.as_str() {
             "--data" => o.data = value.clone(),
             "--server" => o.server = value.clone().into(),
@@ -126,12 +129,21 @@ fn parse_opts() -> anyhow::Result<Opts> {
                 o.sizes = value
                     .split(',')
                     .filter(|s| !s.is_empty())
-                    .map(|s| s.trim().parse().context("--sizes: numbers, comma-separated"))
+                    .map(|s| {
+                        s.trim()
+                            .parse()
+                            .context("--sizes: numbers, comma-separated")
+                    })
                     .collect::<anyhow::Result<_>>()?
             }
             "--users" if value == "none" => o.users = None,
+            "--mixed" if value == "none" => o.mixed = None,
+            "--mixed" if value == "all" => o.mixed = Some(usize::MAX),
+            "--mixed" => o.mixed = Some(number()?),
             "--users" => {
-                let (u, m) = value.split_once('x').context("--users UxM, e.g. 1000x100")?;
+                let (u, m) = value
+                    .split_once('x')
+                    .context("--users UxM, e.g. 1000x100")?;
                 o.users = Some((u.parse()?, m.parse()?));
             }
             "--queries" => o.queries = number()?,
@@ -169,28 +181,41 @@ async fn main() -> anyhow::Result<()> {
 
     let mut layouts: Vec<Layout> = opts.sizes.iter().map(|&n| Layout::One(n)).collect();
     layouts.extend(opts.users.map(|(u, m)| Layout::Users(u, m)));
-    if opts.mixed {
-        layouts.push(Layout::Mixed);
-    }
+    layouts.extend(opts.mixed.map(Layout::Mixed));
     let mut measured = Vec::new();
     for layout in &layouts {
         let dbname = layout.dbname();
         println!("\n=== {} (database {dbname}) ===", layout.title());
         if !opts.reuse {
             admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{dbname}\" WITH (FORCE)"))
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{dbname}\" WITH (FORCE)"
+                ))
                 .await?;
         }
         let db = connect(&cluster, &dbname).await?;
-        // Every new session of this database logs its statements over 20 ms.
+        // Every new session of this database logs its statements over 20 ms,
+        // without their parameters (a batch's are 250 vectors).
         db.batch_execute(&format!(
-            "ALTER DATABASE \"{dbname}\" SET log_min_duration_statement = 20"
+            "ALTER DATABASE \"{dbname}\" SET log_min_duration_statement = 20; \
+             ALTER DATABASE \"{dbname}\" SET log_parameter_max_length = 0"
         ))
         .await?;
         let url = bench_common::database_url(&cluster, &dbname);
         let memories = layout.memories(&conversations)?;
-        let m = run_layout(&opts, layout, &memories, &questions, &url, &db, &log, &*embedder)
-            .await?;
+        let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+        for m in &memories {
+            *kinds.entry(m.kind).or_default() += 1;
+        }
+        println!(
+            "memories: {} ({} distinct per user), kinds {kinds:?}",
+            memories.len(),
+            layout::distinct(&memories)
+        );
+        let m = run_layout(
+            &opts, layout, &memories, &questions, &url, &db, &log, &*embedder,
+        )
+        .await?;
         measured.push(m);
     }
     targets::print_table(&measured);
@@ -211,7 +236,7 @@ async fn run_layout(
 ) -> anyhow::Result<Measured> {
     let server = Server::start(&opts.server, url, &SERVER_ENV).await?;
     let http = server.client().await?;
-    let child = TokioChildProcess::new(bench_common::stdio_command(&opts.server, url, &SERVER_ENV))?;
+    let child = bench_common::stdio_child(&opts.server, url, &SERVER_ENV)?;
     let stdio_pid = child.id().context("stdio server pid")?;
     let stdio = ().serve(child).await?;
     // The stdio server loads its model in the background: wait for it now,
@@ -319,7 +344,10 @@ async fn prepare(
         let contents: Vec<&str> = chunk.iter().map(|m| m.content.as_str()).collect();
         changed += db.execute(delete, &[&chunk[0].user, &contents]).await?;
     }
-    let have: i64 = db.query_one("SELECT count(*) FROM memories", &[]).await?.get(0);
+    let have: i64 = db
+        .query_one("SELECT count(*) FROM memories", &[])
+        .await?
+        .get(0);
     let want = layout::distinct(base);
     if (have as usize) < want {
         println!("reuse: {have} of the base's {want} memories stored, storing the rest");

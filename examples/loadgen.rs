@@ -31,7 +31,6 @@ use bench_common::{Client, Server, call, connect, ms, percentile, print_machine}
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rmcp::ServiceExt;
-use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -899,7 +898,13 @@ async fn run_stdio_searches(
     database_url: &str,
     n: usize,
 ) -> anyhow::Result<Report> {
-    let client = ().serve(TokioChildProcess::new(bench_common::stdio_command(binary, database_url, &[("MNEMO_COMPANION", COMPANION)]))?).await?;
+    let client = ()
+        .serve(bench_common::stdio_child(
+            binary,
+            database_url,
+            &[("MNEMO_COMPANION", COMPANION)],
+        )?)
+        .await?;
     let mut rng = StdRng::seed_from_u64(11);
     // The model loads in the background: the first search waits for it.
     call(
@@ -935,7 +940,13 @@ async fn cold_start(binary: &std::path::Path, database_url: &str) -> anyhow::Res
     let mut times = Vec::new();
     for _ in 0..7 {
         let started = Instant::now();
-        let client = ().serve(TokioChildProcess::new(bench_common::stdio_command(binary, database_url, &[("MNEMO_COMPANION", COMPANION)]))?).await?;
+        let client = ()
+            .serve(bench_common::stdio_child(
+                binary,
+                database_url,
+                &[("MNEMO_COMPANION", COMPANION)],
+            )?)
+            .await?;
         times.push(started.elapsed());
         client.cancel().await.ok();
     }

@@ -91,7 +91,8 @@ fn conversation(conv: &Value) -> anyhow::Result<Conversation> {
             })
             .collect();
         let mut observations = Vec::new();
-        if let Some(by_speaker) = conv["observation"][format!("session_{n}_observation")].as_object()
+        if let Some(by_speaker) =
+            conv["observation"][format!("session_{n}_observation")].as_object()
         {
             for (speaker, notes) in by_speaker {
                 for note in notes.as_array().into_iter().flatten() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 
@@ -163,20 +163,23 @@ pub fn rss_of(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// `binary serve --stdio` on `database_url` with `env` added, stderr dropped:
-/// the command for rmcp's child-process transport.
-pub fn stdio_command(
+/// `binary serve --stdio` on `database_url` with `env` added, for rmcp's
+/// child-process transport; its stderr (logs) is dropped, so that it does not
+/// mix into the benchmark's output.
+pub fn stdio_child(
     binary: &Path,
     database_url: &str,
     env: &[(&str, &str)],
-) -> tokio::process::Command {
+) -> anyhow::Result<TokioChildProcess> {
     let mut cmd = tokio::process::Command::new(binary);
     cmd.args(["serve", "--stdio"])
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stderr(std::process::Stdio::null());
-    cmd
+        .envs(env.iter().copied());
+    let (child, _) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok(child)
 }
 
 /// One tool call; a tool error becomes an error. Returns the structured content.

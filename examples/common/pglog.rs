@@ -60,7 +60,11 @@ impl PgLog {
         }
         found.extend(current);
         for slow in &mut found {
-            slow.statement = slow.statement.split_whitespace().collect::<Vec<_>>().join(" ");
+            slow.statement = slow
+                .statement
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
         }
         found.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         Ok(found)

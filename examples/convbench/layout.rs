@@ -57,8 +57,8 @@ pub enum Layout {
     One(usize),
     /// Users x turns each.
     Users(usize, usize),
-    /// Turns, facts, preferences and instructions in one scope.
-    Mixed,
+    /// Turns, facts, preferences and instructions in one scope (at most this many).
+    Mixed(usize),
 }
 
 impl Layout {
@@ -66,7 +66,7 @@ impl Layout {
         match self {
             Layout::One(n) => format!("{n} turns in one scope"),
             Layout::Users(u, m) => format!("{u} users x {m} turns"),
-            Layout::Mixed => "one scope of mixed kinds".into(),
+            Layout::Mixed(_) => "one scope of mixed kinds".into(),
         }
     }
 
@@ -75,7 +75,7 @@ impl Layout {
         match self {
             Layout::One(n) => format!("{n}"),
             Layout::Users(u, m) => format!("{u}x{m}"),
-            Layout::Mixed => "mixed".into(),
+            Layout::Mixed(_) => "mixed".into(),
         }
     }
 
@@ -83,7 +83,7 @@ impl Layout {
         match self {
             Layout::One(n) => format!("convbench_{n}"),
             Layout::Users(u, m) => format!("convbench_users_{u}x{m}"),
-            Layout::Mixed => "convbench_mixed".into(),
+            Layout::Mixed(_) => "convbench_mixed".into(),
         }
     }
 
@@ -93,7 +93,7 @@ impl Layout {
         match self {
             Layout::One(_) => ONE_USER.into(),
             Layout::Users(u, _) => small_user((i * 7919 + 13) % (*u).max(1)),
-            Layout::Mixed => MIXED_USER.into(),
+            Layout::Mixed(_) => MIXED_USER.into(),
         }
     }
 
@@ -118,7 +118,11 @@ impl Layout {
                     at,
                 })
                 .collect(),
-            Layout::Mixed => mixed(conversations),
+            Layout::Mixed(limit) => {
+                let mut all = mixed(conversations);
+                all.truncate(*limit);
+                all
+            }
         })
     }
 }
@@ -129,10 +133,7 @@ fn small_user(i: usize) -> String {
 
 /// The first `n` turns of the conversations copied over and over, each copy
 /// shifted by [`SHIFT_MONTHS`]: (content, occurred_at).
-fn turns(
-    conversations: &[Conversation],
-    n: usize,
-) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+fn turns(conversations: &[Conversation], n: usize) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
     if conversations
         .iter()
         .all(|c| c.sessions.iter().all(|s| s.turns.is_empty()))
@@ -182,12 +183,20 @@ fn mixed(conversations: &[Conversation]) -> Vec<Memory> {
         };
         for speaker in &conv.speakers {
             for template in INSTRUCTIONS {
-                out.push(memory(template.replace("{}", speaker), "instruction", first.at));
+                out.push(memory(
+                    template.replace("{}", speaker),
+                    "instruction",
+                    first.at,
+                ));
             }
         }
         for session in &conv.sessions {
             for turn in &session.turns {
-                out.push(memory(line(session.at, &turn.content()), "experience", session.at));
+                out.push(memory(
+                    line(session.at, &turn.content()),
+                    "experience",
+                    session.at,
+                ));
             }
             for (_, sentence) in &session.observations {
                 let liking = sentence

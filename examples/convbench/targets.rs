@@ -129,7 +129,12 @@ pub fn print_table(all: &[Measured]) {
     for m in all {
         if let Some(r) = m.ingest_ratio {
             t.at_least(
-                ["store_memories >= 0.75 x bare embedder", &m.short, "ingest", "HTTP"],
+                [
+                    "store_memories >= 0.75 x bare embedder",
+                    &m.short,
+                    "ingest",
+                    "HTTP",
+                ],
                 r,
                 INGEST_RATIO,
                 " x",
