@@ -893,18 +893,18 @@ async fn breakdown_mode(
     Ok(())
 }
 
+/// A client of a `mnemo serve --stdio` child for the loadgen companion.
+async fn stdio_client(binary: &std::path::Path, database_url: &str) -> anyhow::Result<Client> {
+    let child = bench_common::stdio_child(binary, database_url, &[("MNEMO_COMPANION", COMPANION)])?;
+    Ok(().serve(child).await?)
+}
+
 async fn run_stdio_searches(
     binary: &std::path::Path,
     database_url: &str,
     n: usize,
 ) -> anyhow::Result<Report> {
-    let client = ()
-        .serve(bench_common::stdio_child(
-            binary,
-            database_url,
-            &[("MNEMO_COMPANION", COMPANION)],
-        )?)
-        .await?;
+    let client = stdio_client(binary, database_url).await?;
     let mut rng = StdRng::seed_from_u64(11);
     // The model loads in the background: the first search waits for it.
     call(
@@ -940,13 +940,7 @@ async fn cold_start(binary: &std::path::Path, database_url: &str) -> anyhow::Res
     let mut times = Vec::new();
     for _ in 0..7 {
         let started = Instant::now();
-        let client = ()
-            .serve(bench_common::stdio_child(
-                binary,
-                database_url,
-                &[("MNEMO_COMPANION", COMPANION)],
-            )?)
-            .await?;
+        let client = stdio_client(binary, database_url).await?;
         times.push(started.elapsed());
         client.cancel().await.ok();
     }
