@@ -27,16 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bench_common::{Client, Server, call, connect, ms, percentile, print_machine};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rmcp::model::CallToolRequestParams;
-use rmcp::service::RunningService;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::ServiceExt;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-type Client = RunningService<RoleClient, ()>;
+#[path = "common/mod.rs"]
+mod bench_common;
 
 const USER: &str = "loadgen-user";
 const COMPANION: &str = "loadgen";
@@ -93,16 +92,9 @@ fn parse_opts() -> anyhow::Result<Opts> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let opts = parse_opts()?;
-    if !opts.server.is_file() {
-        bail!(
-            "{} not found: cargo build --release --bin mnemo",
-            opts.server.display()
-        );
-    }
+    bench_common::require_server(&opts.server)?;
     let config = mnemo::config::Config::from_env()?;
-    let data_dir = PathBuf::from(format!("/tmp/mnemo-bench-{}", nix::unistd::geteuid()));
-    std::fs::create_dir_all(&data_dir)?;
-    let cluster = mnemo::db::embedded::EmbeddedCluster::new(&data_dir, &config.pg_bin, None)?;
+    let cluster = bench_common::bench_cluster(&config, "mnemo-bench")?;
     let admin = connect(&cluster, "postgres").await?;
     let embedder = mnemo::embed::LazyEmbedder::from_config(&config.embedder)?;
     let embedder = embedder.get().await?;
@@ -119,12 +111,9 @@ async fn main() -> anyhow::Result<()> {
                 .batch_execute(&format!("CREATE DATABASE \"{dbname}\""))
                 .await?;
         }
-        let url = format!(
-            "host={} user=postgres dbname={dbname}",
-            cluster.socket_dir().display()
-        );
+        let url = bench_common::database_url(&cluster, &dbname);
         println!("\n=== {n} memories (database {dbname}) ===");
-        let server = Server::start(&opts.server, &url).await?;
+        let server = Server::start(&opts.server, &url, &[("MNEMO_COMPANION", COMPANION)]).await?;
         let setup = server.client().await?;
         // Creates the companion and user rows the bulk path needs.
         call(
@@ -199,123 +188,14 @@ async fn main() -> anyhow::Result<()> {
         server.stop().await;
     }
 
-    let url = format!(
-        "host={} user=postgres dbname=loadgen_{}",
-        cluster.socket_dir().display(),
-        opts.sizes.first().copied().unwrap_or(1000)
+    let url = bench_common::database_url(
+        &cluster,
+        &format!("loadgen_{}", opts.sizes.first().copied().unwrap_or(1000)),
     );
     if opts.wants("cold") {
         cold_start(&opts.server, &url).await?;
     }
     Ok(())
-}
-
-fn print_machine() {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "machine: {cpus} CPUs, load average {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-}
-
-async fn connect(
-    cluster: &mnemo::db::embedded::EmbeddedCluster,
-    dbname: &str,
-) -> anyhow::Result<tokio_postgres::Client> {
-    let cfg = cluster.ensure_running(dbname).await?;
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
-/// A mnemo server process serving Streamable HTTP on a free loopback port.
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-    pid: u32,
-}
-
-impl Server {
-    async fn start(binary: &std::path::Path, database_url: &str) -> anyhow::Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = std::fs::File::create(format!("/tmp/loadgen-server-{port}.log"))?;
-        let child = tokio::process::Command::new(binary)
-            .args(["serve", "--http", &format!("127.0.0.1:{port}")])
-            .env("DATABASE_URL", database_url)
-            .env("MNEMO_COMPANION", COMPANION)
-            .env("MNEMO_RATE_LIMIT", "0")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().context("server pid")?;
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}/mcp"),
-            pid,
-        };
-        let health = format!("http://127.0.0.1:{port}/readyz");
-        let http = reqwest::Client::new();
-        for _ in 0..600 {
-            if let Ok(r) = http.get(&health).send().await
-                && r.status().is_success()
-            {
-                return Ok(server);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("server did not become ready; see /tmp/loadgen-server-{port}.log")
-    }
-
-    async fn client(&self) -> anyhow::Result<Client> {
-        Ok(
-            ().serve(StreamableHttpClientTransport::from_uri(self.url.clone()))
-                .await?,
-        )
-    }
-
-    /// (current RSS, peak RSS) in kB.
-    fn rss(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    async fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
-}
-
-async fn call(client: &Client, tool: &'static str, args: Value) -> anyhow::Result<Value> {
-    let Value::Object(map) = args else {
-        bail!("arguments must be an object")
-    };
-    let result = client
-        .call_tool(CallToolRequestParams::new(tool).with_arguments(map))
-        .await?;
-    if result.is_error == Some(true) {
-        bail!("{tool} failed: {:?}", result.content);
-    }
-    result.structured_content.context("no structured content")
 }
 
 // ---- synthetic memories and queries -------------------------------------
@@ -1013,14 +893,10 @@ async fn breakdown_mode(
     Ok(())
 }
 
-fn stdio_command(binary: &std::path::Path, database_url: &str) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.args(["serve", "--stdio"])
-        .env("DATABASE_URL", database_url)
-        .env("MNEMO_COMPANION", COMPANION)
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null());
-    cmd
+/// A client of a `mnemo serve --stdio` child for the loadgen companion.
+async fn stdio_client(binary: &std::path::Path, database_url: &str) -> anyhow::Result<Client> {
+    let child = bench_common::stdio_child(binary, database_url, &[("MNEMO_COMPANION", COMPANION)])?;
+    Ok(().serve(child).await?)
 }
 
 async fn run_stdio_searches(
@@ -1028,7 +904,7 @@ async fn run_stdio_searches(
     database_url: &str,
     n: usize,
 ) -> anyhow::Result<Report> {
-    let client = ().serve(TokioChildProcess::new(stdio_command(binary, database_url))?).await?;
+    let client = stdio_client(binary, database_url).await?;
     let mut rng = StdRng::seed_from_u64(11);
     // The model loads in the background: the first search waits for it.
     call(
@@ -1064,7 +940,7 @@ async fn cold_start(binary: &std::path::Path, database_url: &str) -> anyhow::Res
     let mut times = Vec::new();
     for _ in 0..7 {
         let started = Instant::now();
-        let client = ().serve(TokioChildProcess::new(stdio_command(binary, database_url))?).await?;
+        let client = stdio_client(binary, database_url).await?;
         times.push(started.elapsed());
         client.cancel().await.ok();
     }
@@ -1075,15 +951,4 @@ async fn cold_start(binary: &std::path::Path, database_url: &str) -> anyhow::Res
         ms(*times.last().unwrap_or(&Duration::ZERO))
     );
     Ok(())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -20,12 +20,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use chrono::{NaiveDate, NaiveTime};
-use rmcp::model::CallToolRequestParams;
+use anyhow::Context;
+use bench_common::{call, ms, percentile};
 use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
-use serde_json::{Value, json};
+use serde_json::json;
+
+#[path = "common/mod.rs"]
+mod bench_common;
 
 const KS: [usize; 4] = [1, 5, 10, 25];
 
@@ -38,7 +40,7 @@ struct Question {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut path = "../shared/datasets/locomo/locomo-dev.json".to_string();
+    let mut path = bench_common::locomo::DEFAULT_PATH.to_string();
     let mut mode = "hybrid".to_string();
     let mut db_name = None;
     let mut args = std::env::args().skip(1);
@@ -49,9 +51,7 @@ async fn main() -> anyhow::Result<()> {
             other => path = other.to_string(),
         }
     }
-    let data: Value =
-        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {path}"))?)?;
-    let conversations = data.as_array().context("dataset is not a list")?;
+    let conversations = bench_common::locomo::load(&path)?;
 
     let (client, ingested) = start_server(db_name.as_deref()).await?;
 
@@ -62,38 +62,19 @@ async fn main() -> anyhow::Result<()> {
     let mut evidence_cleaned = 0usize;
     let mut turns_total = 0usize;
     let ingest_started = Instant::now();
-    for conv in conversations {
-        let user = conv["sample_id"].as_str().context("sample_id")?.to_string();
-        let c = &conv["conversation"];
+    for conv in &conversations {
+        let user = conv.sample_id.clone();
         let mut known: HashSet<String> = HashSet::new();
-        for n in 1.. {
-            let Some(turns) = c.get(format!("session_{n}")).and_then(Value::as_array) else {
-                if c.get(format!("session_{n}_date_time")).is_some() {
-                    continue;
-                }
-                break;
-            };
-            let date = c[format!("session_{n}_date_time")]
-                .as_str()
-                .and_then(parse_locomo_date)
-                .with_context(|| format!("{user} session {n} date"))?;
+        for session in &conv.sessions {
+            let date = session.at.to_rfc3339();
             let mut batch = Vec::new();
             let mut ids = Vec::new();
-            for t in turns {
-                let mut content = format!(
-                    "{}: {}",
-                    t["speaker"].as_str().unwrap_or_default(),
-                    t["text"].as_str().unwrap_or_default()
-                );
-                if let Some(caption) = t.get("blip_caption").and_then(Value::as_str) {
-                    content.push_str(&format!(" [shares an image: {caption}]"));
-                }
-                let dia = t["dia_id"].as_str().unwrap_or_default().to_string();
-                known.insert(dia.clone());
-                ids.push(dia.clone());
+            for t in &session.turns {
+                known.insert(t.dia_id.clone());
+                ids.push(t.dia_id.clone());
                 batch.push(
-                    json!({"content": content, "user_id": user, "occurred_at": date,
-                                  "kind": "experience", "metadata": {"dia_id": dia}}),
+                    json!({"content": t.content(), "user_id": user, "occurred_at": date,
+                                  "kind": "experience", "metadata": {"dia_id": t.dia_id}}),
                 );
             }
             turns_total += batch.len();
@@ -109,16 +90,8 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        for q in conv["qa"].as_array().context("qa")? {
-            let raw: Vec<String> = q["evidence"]
-                .as_array()
-                .map(|e| {
-                    e.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let (evidence, changed) = clean_evidence(&raw, &known);
+        for q in &conv.questions {
+            let (evidence, changed) = clean_evidence(&q.evidence, &known);
             if changed {
                 evidence_cleaned += 1;
             }
@@ -128,8 +101,8 @@ async fn main() -> anyhow::Result<()> {
             }
             questions.push(Question {
                 user: user.clone(),
-                text: q["question"].as_str().unwrap_or_default().to_string(),
-                category: q["category"].as_u64().unwrap_or(0),
+                text: q.text.clone(),
+                category: q.category,
                 evidence,
             });
         }
@@ -243,18 +216,6 @@ fn print_row(name: &str, rows: &[[f64; 4]]) {
     );
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 /// Splits `;`-joined ids, repairs `D:11:26` and leading zeros (`D30:05`),
 /// and drops ids that name no turn. Returns whether anything changed.
 fn clean_evidence(raw: &[String], known: &HashSet<String>) -> (Vec<String>, bool) {
@@ -275,44 +236,14 @@ fn clean_evidence(raw: &[String], known: &HashSet<String>) -> (Vec<String>, bool
     (out, changed)
 }
 
-/// "1:56 pm on 8 May, 2023" → RFC 3339 (UTC).
-fn parse_locomo_date(text: &str) -> Option<String> {
-    let (time, date) = text.split_once(" on ")?;
-    let time = NaiveTime::parse_from_str(&time.trim().to_uppercase(), "%I:%M %p").ok()?;
-    let date = NaiveDate::parse_from_str(date.trim(), "%d %B, %Y").ok()?;
-    Some(date.and_time(time).and_utc().to_rfc3339())
-}
-
-async fn call(
-    client: &RunningService<RoleClient, ()>,
-    tool: &'static str,
-    args: Value,
-) -> anyhow::Result<Value> {
-    let Value::Object(map) = args else {
-        bail!("arguments must be an object")
-    };
-    let result = client
-        .call_tool(CallToolRequestParams::new(tool).with_arguments(map))
-        .await?;
-    if result.is_error == Some(true) {
-        bail!("{tool} failed: {:?}", result.content);
-    }
-    result.structured_content.context("no structured content")
-}
-
 /// mnemo's server on a fresh database (or on DATABASE_URL, which should
 /// then be an empty database, or on the named `db`), connected to an
 /// in-process client. Also says whether the turns are already stored.
 async fn start_server(db: Option<&str>) -> anyhow::Result<(RunningService<RoleClient, ()>, bool)> {
     let mut config = mnemo::config::Config::from_env()?;
     if config.database_url.is_none() {
-        let data_dir =
-            std::path::PathBuf::from(format!("/tmp/mnemo-bench-{}", nix::unistd::geteuid()));
-        std::fs::create_dir_all(&data_dir)?;
-        let cluster = mnemo::db::embedded::EmbeddedCluster::new(&data_dir, &config.pg_bin, None)?;
-        let admin_config = cluster.ensure_running("postgres").await?;
-        let (admin, conn) = admin_config.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
+        let cluster = bench_common::bench_cluster(&config, "mnemo-bench")?;
+        let admin = bench_common::connect(&cluster, "postgres").await?;
         let name = match db {
             Some(name) => name.to_string(),
             None => format!("locomo_{}", chrono::Utc::now().format("%Y%m%d%H%M%S")),
@@ -326,10 +257,7 @@ async fn start_server(db: Option<&str>) -> anyhow::Result<(RunningService<RoleCl
                 .batch_execute(&format!("CREATE DATABASE \"{name}\""))
                 .await?;
         }
-        config.database_url = Some(format!(
-            "host={} user=postgres dbname={name}",
-            cluster.socket_dir().display()
-        ));
+        config.database_url = Some(bench_common::database_url(&cluster, &name));
     }
     let app = mnemo::app::start(&config, tokio_util::sync::CancellationToken::new()).await?;
     let ingested = app.store.stats(&app.scope, None).await?.total > 0;

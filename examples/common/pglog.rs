@@ -1,0 +1,88 @@
+//! PostgreSQL's slow-statement log (`log_min_duration_statement`) read back
+//! for one stretch of a run: mark the log's end, run, then read what was
+//! logged since.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+/// One logged statement: its duration and its text on one line.
+pub struct Slow {
+    pub ms: f64,
+    pub statement: String,
+}
+
+pub struct PgLog {
+    path: PathBuf,
+}
+
+impl PgLog {
+    pub fn new(path: PathBuf) -> PgLog {
+        PgLog { path }
+    }
+
+    /// Where the log ends now.
+    pub fn mark(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// The statements logged with a duration since `mark`, slowest first.
+    pub fn slow_since(&self, mark: u64) -> anyhow::Result<Vec<Slow>> {
+        let mut file = std::fs::File::open(&self.path)?;
+        file.seek(SeekFrom::Start(mark))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut found: Vec<Slow> = Vec::new();
+        let mut current: Option<Slow> = None;
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            // PostgreSQL indents the continuation lines of a message with a
+            // tab: a multi-line statement continues its entry.
+            if let Some(rest) = line.strip_prefix('\t') {
+                if let Some(slow) = current.as_mut() {
+                    slow.statement.push(' ');
+                    slow.statement.push_str(rest.trim());
+                }
+                continue;
+            }
+            found.extend(current.take());
+            // "... LOG:  duration: 25.120 ms  execute s3: SELECT ..."
+            let Some((_, after)) = line.split_once("LOG:  duration: ") else {
+                continue;
+            };
+            let Some((ms, statement)) = after.split_once(" ms") else {
+                continue;
+            };
+            if let Ok(ms) = ms.trim().parse::<f64>() {
+                current = Some(Slow {
+                    ms,
+                    statement: statement.trim().to_string(),
+                });
+            }
+        }
+        found.extend(current);
+        for slow in &mut found {
+            slow.statement = slow
+                .statement
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+        found.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(found)
+    }
+}
+
+/// Prints how many statements took longer than the threshold during
+/// `stretch` and the slowest `show` of them (duration, first 120 characters).
+pub fn print_slow(stretch: &str, slow: &[Slow], show: usize) {
+    println!(
+        "  PostgreSQL log, {stretch}: {} statements over log_min_duration_statement",
+        slow.len()
+    );
+    for s in slow.iter().take(show) {
+        println!(
+            "    {:>8.1} ms  {}",
+            s.ms,
+            s.statement.chars().take(120).collect::<String>()
+        );
+    }
+}
