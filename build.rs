@@ -37,6 +37,7 @@ fn main() {
         writeln!(list, "    ({name:?}, include_str!({path:?})),").expect("writing to a String");
     }
     list.push(']');
-    let out = Path::new(&std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("migrations.rs");
+    let out =
+        Path::new(&std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("migrations.rs");
     std::fs::write(&out, list).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
 }

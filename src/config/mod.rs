@@ -41,7 +41,6 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-
 /// The fully resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -32,9 +32,7 @@ impl Settings {
                 "query_cache {query_cache} is out of range: use 0 (off) to 100000"
             )));
         }
-        let companion = self
-            .companion
-            .unwrap_or_else(|| defaults::COMPANION.into());
+        let companion = self.companion.unwrap_or_else(|| defaults::COMPANION.into());
         check_name("companion", &companion, 128)?;
         let default_user = self
             .default_user
@@ -66,10 +64,7 @@ impl Settings {
                 api_key: self
                     .openai_api_key
                     .or_else(|| std::env::var("OPENAI_API_KEY").ok()),
-                dim: check_dim(
-                    self.embedding_dim
-                        .unwrap_or(defaults::OPENAI_EMBEDDING_DIM),
-                )?,
+                dim: check_dim(self.embedding_dim.unwrap_or(defaults::OPENAI_EMBEDDING_DIM))?,
             },
             EmbedderKind::Hash => EmbedderConfig::Hash {
                 dim: check_dim(self.embedding_dim.unwrap_or(defaults::HASH_EMBEDDING_DIM))?,
@@ -176,7 +171,10 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_millis(5000));
         assert_eq!(config.statement_timeout, Duration::from_millis(30_000));
         assert_eq!(config.pg_user, "nobody");
-        assert_eq!((config.companion.as_str(), config.default_user.as_str()), ("default", "default"));
+        assert_eq!(
+            (config.companion.as_str(), config.default_user.as_str()),
+            ("default", "default")
+        );
         assert_eq!(config.purge_interval, Duration::from_secs(300));
         assert_eq!(config.http.session_ttl, Duration::from_secs(168 * 3600));
         assert_eq!(config.http.rate_limit, 1200);

@@ -51,7 +51,11 @@ macro_rules! settings {
 /// An option's `--help` line: its doc comment as clap shows one (lines
 /// joined, without the final period), then `[default: ...]` when it has one.
 fn help(doc: &[&str], default: &[&dyn Display]) -> String {
-    let text = doc.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ");
+    let text = doc
+        .iter()
+        .map(|line| line.trim())
+        .collect::<Vec<_>>()
+        .join(" ");
     let text = text.strip_suffix('.').unwrap_or(&text);
     match default {
         [shown] => format!("{text} [default: {shown}]"),

@@ -216,8 +216,15 @@ mod tests {
             .map(|entry| entry.expect("entry").path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
             .map(|path| {
-                let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
-                (name, std::fs::read_to_string(&path).expect("migration text"))
+                let name = path
+                    .file_stem()
+                    .expect("stem")
+                    .to_string_lossy()
+                    .into_owned();
+                (
+                    name,
+                    std::fs::read_to_string(&path).expect("migration text"),
+                )
             })
             .collect();
         files.sort();
@@ -229,20 +236,35 @@ mod tests {
         assert_eq!(listed[0].0, "0001_init", "{listed:?}");
     }
 
-/// Databases in use recorded these: a shipped migration's text never
-/// changes, however the list of files is made.
-#[test]
-fn shipped_migrations_keep_their_checksums() {
-    let shipped = [
-        ("0001_init", "8a30441fde234d4cbb5e80aa189e7af845d41709eea209a726791ef6349aba83"),
-        ("0002_contexts", "f3bb754b6c5bacbbda18521913467be644d0522669a2926d5ad645008aeee3d6"),
-        ("0003_api_keys", "dbafb47cbeab415f253eb848b583d3f1b79f01372f3c6f95442d8d5af38b88b1"),
-        ("0004_memory_sequence", "891ce7a74a2e3a0e754bb1bdd26ceeaf233a1e0c56518c4be1dd5b4c251a079e"),
-        ("0005_memory_access", "c66951379d0446e93f15e3834b3721ba8b307613fb22a9ecfa88a3c1fe139c46"),
-    ];
-    for (i, (name, sum)) in shipped.iter().enumerate() {
-        let (listed, sql) = MIGRATIONS[i];
-        assert_eq!((listed, checksum(sql).as_str()), (*name, *sum));
+    /// Databases in use recorded these: a shipped migration's text never
+    /// changes, however the list of files is made.
+    #[test]
+    fn shipped_migrations_keep_their_checksums() {
+        let shipped = [
+            (
+                "0001_init",
+                "8a30441fde234d4cbb5e80aa189e7af845d41709eea209a726791ef6349aba83",
+            ),
+            (
+                "0002_contexts",
+                "f3bb754b6c5bacbbda18521913467be644d0522669a2926d5ad645008aeee3d6",
+            ),
+            (
+                "0003_api_keys",
+                "dbafb47cbeab415f253eb848b583d3f1b79f01372f3c6f95442d8d5af38b88b1",
+            ),
+            (
+                "0004_memory_sequence",
+                "891ce7a74a2e3a0e754bb1bdd26ceeaf233a1e0c56518c4be1dd5b4c251a079e",
+            ),
+            (
+                "0005_memory_access",
+                "c66951379d0446e93f15e3834b3721ba8b307613fb22a9ecfa88a3c1fe139c46",
+            ),
+        ];
+        for (i, (name, sum)) in shipped.iter().enumerate() {
+            let (listed, sql) = MIGRATIONS[i];
+            assert_eq!((listed, checksum(sql).as_str()), (*name, *sum));
+        }
     }
-}
 }

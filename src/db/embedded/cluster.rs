@@ -114,7 +114,7 @@ impl EmbeddedCluster {
         self.status_now()
     }
 
-    fn status_now(&self) -> Result<ClusterStatus, EmbeddedError> {
+    pub(super) fn status_now(&self) -> Result<ClusterStatus, EmbeddedError> {
         if !self.layout.is_initialized() {
             return Ok(ClusterStatus::NotInitialized);
         }

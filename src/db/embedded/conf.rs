@@ -27,7 +27,7 @@ const SHARED_BUFFERS_MB: (u64, u64) = (128, 1024);
 /// default 128 MB every keyword search and `get_memory` at that size read
 /// pages back from the kernel (docs/BENCHMARKS.md). Buffers are only
 /// touched as data grows, so a small database costs no more.
-fn shared_buffers_mb() -> u64 {
+pub(super) fn shared_buffers_mb() -> u64 {
     let read = |path: &str| fs::read_to_string(path).ok();
     let machine = read("/proc/meminfo").and_then(|m| {
         m.lines()
@@ -58,11 +58,11 @@ const LINUX_TUNABLES: &str = "recovery_init_sync_method = syncfs
 ";
 /// The line of `postgresql.conf` that pulls in `mnemo.conf`, written last so
 /// that its location-dependent settings win.
-const INCLUDE_LINE: &str = "include_if_exists = 'mnemo.conf'";
+pub(super) const INCLUDE_LINE: &str = "include_if_exists = 'mnemo.conf'";
 
 impl EmbeddedCluster {
     /// Runs initdb into a temporary directory and renames it into place.
-    async fn initdb(&self) -> Result<(), EmbeddedError> {
+    pub(super) async fn initdb(&self) -> Result<(), EmbeddedError> {
         let tmp = self.layout.pg_dir.join("data.initdb-tmp");
         // A leftover from a crash: nobody else can be using it, we hold the lock.
         match fs::remove_dir_all(&tmp) {
@@ -141,7 +141,7 @@ impl EmbeddedCluster {
 
     /// Writes `mnemo.conf` (no TCP, and the socket where clients will look)
     /// and makes sure `postgresql.conf` includes it.
-    fn write_runtime_conf(&self) -> Result<(), EmbeddedError> {
+    pub(super) fn write_runtime_conf(&self) -> Result<(), EmbeddedError> {
         let main_conf = self.layout.pgdata.join("postgresql.conf");
         let current = fs::read_to_string(&main_conf).map_err(io_error("reading", &main_conf))?;
         if !current.lines().any(|line| line.trim() == INCLUDE_LINE) {

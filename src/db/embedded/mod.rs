@@ -64,7 +64,8 @@
 //! # Why by hand
 //!
 //! The embedded-PostgreSQL crates (`postgresql_embedded`, `pg-embed`) reach
-//! their server over TCP and delete its data when the handle is dropped;
+//! their server over TCP and (by default) delete its data when the handle
+//! is dropped;
 //! mnemo needs a cluster that listens on a private Unix socket only and
 //! outlives every process using it.
 //!

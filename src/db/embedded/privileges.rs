@@ -23,7 +23,10 @@ impl RunAs {
     /// The user PostgreSQL runs as: `Some` only when mnemo runs as root
     /// (`name`, else [`crate::config::defaults::PG_USER`]), checked to reach
     /// the programs in `bin_dir`.
-    pub(super) fn when_root(name: Option<&str>, bin_dir: &Path) -> Result<Option<Self>, EmbeddedError> {
+    pub(super) fn when_root(
+        name: Option<&str>,
+        bin_dir: &Path,
+    ) -> Result<Option<Self>, EmbeddedError> {
         if !Uid::effective().is_root() {
             if let Some(name) = name {
                 tracing::debug!(user = name, "not root: PostgreSQL runs as the current user");
@@ -38,7 +41,7 @@ impl RunAs {
 
 impl EmbeddedCluster {
     /// The uid PostgreSQL runs as, and a name for it in messages.
-    fn run_uid(&self) -> (u32, String) {
+    pub(super) fn run_uid(&self) -> (u32, String) {
         match &self.run_as {
             Some(user) => (user.uid.as_raw(), format!("`{}`", user.name)),
             None => (Uid::effective().as_raw(), "the current user".to_string()),
@@ -47,7 +50,7 @@ impl EmbeddedCluster {
 
     /// Creates `<data_dir>/pg` and, as root, hands it to the PostgreSQL user
     /// after checking that the user can reach it.
-    fn prepare_pg_dir(&self) -> Result<(), EmbeddedError> {
+    pub(super) fn prepare_pg_dir(&self) -> Result<(), EmbeddedError> {
         // Check what exists before creating anything, then check again: a
         // restrictive umask may have made the new directories unreachable.
         if let Some(user) = &self.run_as {
@@ -55,7 +58,10 @@ impl EmbeddedCluster {
         }
         fs::create_dir_all(&self.layout.data_dir)
             .map_err(io_error("creating the data dir", &self.layout.data_dir))?;
-        match fs::DirBuilder::new().mode(0o700).create(&self.layout.pg_dir) {
+        match fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.layout.pg_dir)
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_error("creating", &self.layout.pg_dir)(e)),
@@ -73,8 +79,9 @@ impl EmbeddedCluster {
     }
 
     /// PostgreSQL refuses a data directory it does not own; say so clearly.
-    fn check_pgdata_owner(&self) -> Result<(), EmbeddedError> {
-        let meta = fs::metadata(&self.layout.pgdata).map_err(io_error("reading", &self.layout.pgdata))?;
+    pub(super) fn check_pgdata_owner(&self) -> Result<(), EmbeddedError> {
+        let meta =
+            fs::metadata(&self.layout.pgdata).map_err(io_error("reading", &self.layout.pgdata))?;
         let (uid, user) = self.run_uid();
         if meta.uid() != uid {
             return Err(EmbeddedError::WrongOwner {
@@ -89,7 +96,7 @@ impl EmbeddedCluster {
 
     /// Creates (or checks) the fallback socket directory under /tmp: 0700 and
     /// owned by the PostgreSQL user, never a symlink or someone else's.
-    fn prepare_socket_dir(&self) -> Result<(), EmbeddedError> {
+    pub(super) fn prepare_socket_dir(&self) -> Result<(), EmbeddedError> {
         let dir = &self.layout.socket_dir;
         if *dir == self.layout.pg_dir {
             return Ok(());

@@ -28,7 +28,7 @@ const DEAD_PID: i32 = 4_194_305;
 impl EmbeddedCluster {
     /// Starts the server if needed and returns a connection to the
     /// `postgres` database once it accepts connections.
-    async fn start_and_connect(&self) -> Result<Client, EmbeddedError> {
+    pub(super) async fn start_and_connect(&self) -> Result<Client, EmbeddedError> {
         let mut admin = self.client_config("postgres");
         admin.connect_timeout(Duration::from_secs(5));
         let deadline = Instant::now() + START_TIMEOUT;
@@ -84,11 +84,14 @@ impl EmbeddedCluster {
         }
     }
 
-    async fn start(&self) -> Result<(), EmbeddedError> {
+    pub(super) async fn start(&self) -> Result<(), EmbeddedError> {
         self.clear_stale_lock_files()?;
         self.write_runtime_conf()?;
         tracing::info!(pgdata = %self.layout.pgdata.display(), socket_dir = %self.layout.socket_dir.display(), "starting embedded PostgreSQL");
-        let mut args = tool_args(&["start", "-w", "-t", "60", "-s", "-D"], &self.layout.pgdata);
+        let mut args = tool_args(
+            &["start", "-w", "-t", "60", "-s", "-D"],
+            &self.layout.pgdata,
+        );
         args.push("-l".into());
         args.push(self.log_file().into());
         self.run_tool("pg_ctl", &args, PG_CTL_TIMEOUT).await?;
@@ -99,7 +102,7 @@ impl EmbeddedCluster {
     /// harmless. PostgreSQL itself ignores a dead pid, but not a zombie (an
     /// unreaped postmaster, as under an init that does not reap) nor a pid
     /// recycled by another process of the same user (after a reboot).
-    fn clear_stale_lock_files(&self) -> Result<(), EmbeddedError> {
+    pub(super) fn clear_stale_lock_files(&self) -> Result<(), EmbeddedError> {
         let pid_file = self.layout.pid_file();
         match read_pid_file(&pid_file)? {
             PidFile::Missing => {}

@@ -21,7 +21,7 @@ const TAIL_LINES: usize = 20;
 impl EmbeddedCluster {
     /// Runs a PostgreSQL program as the PostgreSQL user with its output
     /// captured; a failure carries the output's and the log's last lines.
-    async fn run_tool(
+    pub(super) async fn run_tool(
         &self,
         tool: &str,
         args: &[OsString],
@@ -90,7 +90,7 @@ impl EmbeddedCluster {
     }
 
     /// The tail of the server log, formatted for an error message.
-    fn log_details(&self) -> String {
+    pub(super) fn log_details(&self) -> String {
         let log = self.log_file();
         let tail = tail_file(&log, TAIL_LINES);
         if tail.trim().is_empty() {
@@ -106,7 +106,7 @@ impl EmbeddedCluster {
 
     /// Test helper: stops the server at once, synchronously (for Drop guards).
     #[cfg(test)]
-    fn stop_immediately_blocking(&self) {
+    pub(super) fn stop_immediately_blocking(&self) {
         use std::os::unix::process::CommandExt;
         if !self.layout.pid_file().exists() {
             return;

@@ -10,58 +10,58 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use super::{ClusterStatus, EmbeddedCluster};
 
-    /// The real binaries: a missing install is a failure, not a skip.
+/// The real binaries: a missing install is a failure, not a skip.
 pub(super) fn bin_dir() -> PathBuf {
-        let dir = std::env::var_os("MNEMO_PG_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                crate::config::default_runtime_dir().join(crate::config::defaults::PG_BIN)
-            });
-        for name in super::layout::REQUIRED_BINARIES {
-            assert!(
-                dir.join(name).is_file(),
-                "PostgreSQL binaries are missing ({} not found): run scripts/setup.sh or set MNEMO_PG_BIN",
-                dir.join(name).display()
-            );
-        }
-        dir
+    let dir = std::env::var_os("MNEMO_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            crate::config::default_runtime_dir().join(crate::config::defaults::PG_BIN)
+        });
+    for name in super::layout::REQUIRED_BINARIES {
+        assert!(
+            dir.join(name).is_file(),
+            "PostgreSQL binaries are missing ({} not found): run scripts/setup.sh or set MNEMO_PG_BIN",
+            dir.join(name).display()
+        );
     }
+    dir
+}
 
-    /// A temp dir under /tmp that the PostgreSQL user can enter.
+/// A temp dir under /tmp that the PostgreSQL user can enter.
 pub(super) fn temp_root() -> tempfile::TempDir {
-        let dir = tempfile::Builder::new()
-            .prefix("mnemo-embedded-")
-            .tempdir_in("/tmp")
-            .expect("creating a temp dir in /tmp");
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
-            .expect("chmod 0755 temp dir");
-        dir
-    }
+    let dir = tempfile::Builder::new()
+        .prefix("mnemo-embedded-")
+        .tempdir_in("/tmp")
+        .expect("creating a temp dir in /tmp");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+        .expect("chmod 0755 temp dir");
+    dir
+}
 
-    /// Stops the cluster (immediately) even when the test panics.
+/// Stops the cluster (immediately) even when the test panics.
 pub(super) struct StopOnDrop(pub(super) EmbeddedCluster);
 
-    impl Drop for StopOnDrop {
-        fn drop(&mut self) {
-            self.0.stop_immediately_blocking();
-            if self.0.layout.socket_dir != self.0.layout.pg_dir {
-                let _ = fs::remove_dir_all(&self.0.layout.socket_dir);
-            }
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop_immediately_blocking();
+        if self.0.layout.socket_dir != self.0.layout.pg_dir {
+            let _ = fs::remove_dir_all(&self.0.layout.socket_dir);
         }
     }
+}
 
 pub(super) async fn client(config: &Config) -> Client {
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .expect("connecting to the embedded cluster");
-        tokio::spawn(connection);
-        client
-    }
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .expect("connecting to the embedded cluster");
+    tokio::spawn(connection);
+    client
+}
 
-    /// What identifies one running server: its system id and start time.
+/// What identifies one running server: its system id and start time.
 pub(super) async fn identity(config: &Config) -> String {
-        let row = client(config)
+    let row = client(config)
             .await
             .query_one(
                 "SELECT system_identifier::text || '/' || pg_postmaster_start_time()::text FROM pg_control_system()",
@@ -69,13 +69,12 @@ pub(super) async fn identity(config: &Config) -> String {
             )
             .await
             .expect("identity query");
-        row.get(0)
-    }
+    row.get(0)
+}
 
 pub(super) fn running_pid(status: ClusterStatus) -> u32 {
-        match status {
-            ClusterStatus::Running { pid } => pid,
-            other => panic!("expected Running, got {other:?}"),
-        }
+    match status {
+        ClusterStatus::Running { pid } => pid,
+        other => panic!("expected Running, got {other:?}"),
     }
-
+}
