@@ -24,16 +24,16 @@ fn urls_with_password(db: &TestDb) -> Vec<(&'static str, String)> {
     let name = &db.name;
     vec![
         (
-            "user:password@",
-            format!("postgres://postgres:{SECRET}@{encoded}/{name}"),
-        ),
-        (
             "key/value password=",
             format!("host={socket} user=postgres password={SECRET} dbname={name}"),
         ),
         (
             "?password= query",
             format!("postgres://postgres@{encoded}/{name}?password={SECRET}"),
+        ),
+        (
+            "user:password@",
+            format!("postgres://postgres:{SECRET}@{encoded}/{name}"),
         ),
     ]
 }
