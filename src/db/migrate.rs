@@ -14,26 +14,9 @@ use super::DbError;
 /// `pg_advisory_lock` key: "mnemo" in ASCII, so other tools can tell it apart.
 const LOCK_KEY: i64 = 0x006d_6e65_6d6f;
 
-/// The migrations, in the order they apply. Names never change once shipped.
-pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_init", include_str!("../../migrations/0001_init.sql")),
-    (
-        "0002_contexts",
-        include_str!("../../migrations/0002_contexts.sql"),
-    ),
-    (
-        "0003_api_keys",
-        include_str!("../../migrations/0003_api_keys.sql"),
-    ),
-    (
-        "0004_memory_sequence",
-        include_str!("../../migrations/0004_memory_sequence.sql"),
-    ),
-    (
-        "0005_memory_access",
-        include_str!("../../migrations/0005_memory_access.sql"),
-    ),
-];
+/// The migrations, in the order they apply: every `migrations/*.sql`, by
+/// name (listed by `build.rs`). Names never change once shipped.
+pub const MIGRATIONS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// Tables with an `embedding vector` column that [`fix_dimension`] types
 /// and indexes (`<table>_embedding_hnsw`).
@@ -74,7 +57,7 @@ async fn apply(client: &mut Client, embedding_dim: usize) -> Result<Report, DbEr
         .await?;
     let mut report = Report::default();
     for (name, sql) in MIGRATIONS {
-        let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
+        let checksum = checksum(sql);
         let row = client
             .query_opt(
                 "SELECT checksum FROM mnemo_migrations WHERE name = $1",
@@ -110,6 +93,11 @@ async fn apply(client: &mut Client, embedding_dim: usize) -> Result<Report, DbEr
     }
     report.embedding_dim = fix_dimension(client, embedding_dim).await?;
     Ok(report)
+}
+
+/// What `mnemo_migrations` records of a migration's text.
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
 }
 
 fn migration_error(name: &str, e: &tokio_postgres::Error) -> DbError {
@@ -212,4 +200,71 @@ async fn fix_dimension(client: &mut Client, dim: usize) -> Result<usize, DbError
         tracing::info!(dim, tables = ?typed, "embedding dimension fixed");
     }
     Ok(dim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MIGRATIONS, checksum};
+
+    /// A migration is a file: each one in `migrations/`, in name order,
+    /// with its text exactly (the checksum of an applied one must not move).
+    #[test]
+    fn every_file_in_migrations_is_listed_in_name_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .expect("migrations/")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+            .map(|path| {
+                let name = path
+                    .file_stem()
+                    .expect("stem")
+                    .to_string_lossy()
+                    .into_owned();
+                (
+                    name,
+                    std::fs::read_to_string(&path).expect("migration text"),
+                )
+            })
+            .collect();
+        files.sort();
+        let listed: Vec<(String, String)> = MIGRATIONS
+            .iter()
+            .map(|(name, sql)| (name.to_string(), sql.to_string()))
+            .collect();
+        assert_eq!(listed, files);
+        assert_eq!(listed[0].0, "0001_init", "{listed:?}");
+    }
+
+    /// Databases in use recorded these: a shipped migration's text never
+    /// changes, however the list of files is made.
+    #[test]
+    fn shipped_migrations_keep_their_checksums() {
+        let shipped = [
+            (
+                "0001_init",
+                "8a30441fde234d4cbb5e80aa189e7af845d41709eea209a726791ef6349aba83",
+            ),
+            (
+                "0002_contexts",
+                "f3bb754b6c5bacbbda18521913467be644d0522669a2926d5ad645008aeee3d6",
+            ),
+            (
+                "0003_api_keys",
+                "dbafb47cbeab415f253eb848b583d3f1b79f01372f3c6f95442d8d5af38b88b1",
+            ),
+            (
+                "0004_memory_sequence",
+                "891ce7a74a2e3a0e754bb1bdd26ceeaf233a1e0c56518c4be1dd5b4c251a079e",
+            ),
+            (
+                "0005_memory_access",
+                "c66951379d0446e93f15e3834b3721ba8b307613fb22a9ecfa88a3c1fe139c46",
+            ),
+        ];
+        for (i, (name, sum)) in shipped.iter().enumerate() {
+            let (listed, sql) = MIGRATIONS[i];
+            assert_eq!((listed, checksum(sql).as_str()), (*name, *sum));
+        }
+    }
 }

@@ -135,7 +135,8 @@ pub async fn target(config: &Config) -> Result<(tokio_postgres::Config, String),
             let pg: tokio_postgres::Config = url
                 .parse()
                 .map_err(|e: tokio_postgres::Error| DbError::BadUrl(e.to_string()))?;
-            Ok((pg, redact(url)))
+            let shown = describe_target(&pg);
+            Ok((pg, shown))
         }
         None => {
             let cluster = embedded::EmbeddedCluster::new(
@@ -246,22 +247,54 @@ pub struct ServerInfo {
     pub pgvector: String,
 }
 
-/// The URL with any password replaced, safe to log.
+/// Where `url` points, safe to print: [`describe_target`] of the parsed
+/// configuration. The text itself is never echoed, since a password can sit
+/// in any of its forms (`user:pw@`, `password=` in the key/value form, a
+/// `?password=` query parameter).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(pg) => describe_target(&pg),
+        Err(_) => "a DATABASE_URL that does not parse (not shown: it may hold a password)".into(),
+    }
+}
+
+/// Host(s), port(s), user and database of `pg` (and `sslmode` when not the
+/// default), in the key/value form; never the password.
+pub fn describe_target(pg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .chain(pg.get_hostaddrs().iter().map(|addr| addr.to_string()))
+        .collect();
+    let ports: Vec<String> = pg.get_ports().iter().map(u16::to_string).collect();
+    let mut parts = Vec::new();
+    for (key, value) in [
+        ("host", hosts.join(",")),
+        ("port", ports.join(",")),
+        ("user", pg.get_user().unwrap_or_default().to_string()),
+        ("dbname", pg.get_dbname().unwrap_or_default().to_string()),
+    ] {
+        if !value.is_empty() {
+            parts.push(format!("{key}={value}"));
         }
-        _ => url.to_string(),
+    }
+    let sslmode = match pg.get_ssl_mode() {
+        SslMode::Disable => Some("disable"),
+        SslMode::Require => Some("require"),
+        _ => None,
+    };
+    if let Some(mode) = sslmode {
+        parts.push(format!("sslmode={mode}"));
+    }
+    if parts.is_empty() {
+        "the server's defaults".into()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -269,13 +302,42 @@ pub fn redact(url: &str) -> String {
 mod tests {
     use super::redact;
 
+    /// Each way a PostgreSQL URL can carry a password.
     #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("postgres://me:secret@db.example/x?sslmode=require"),
-            "postgres://me:***@db.example/x?sslmode=require"
-        );
-        assert_eq!(redact("postgres://me@db/x"), "postgres://me@db/x");
-        assert_eq!(redact("host=/tmp dbname=x"), "host=/tmp dbname=x");
+    fn redact_never_shows_the_password_in_any_url_form() {
+        let cases = [
+            (
+                "postgres://me:SECRET@db.example/x?sslmode=require",
+                "host=db.example port=5432 user=me dbname=x sslmode=require",
+            ),
+            (
+                "host=/tmp/sock user=me password=SECRET dbname=x",
+                "host=/tmp/sock user=me dbname=x",
+            ),
+            (
+                "host=db.example port=6432 user=me password='SEC RET' dbname=x",
+                "host=db.example port=6432 user=me dbname=x",
+            ),
+            (
+                "postgres://me@db.example:6543/x?password=SECRET",
+                "host=db.example port=6543 user=me dbname=x",
+            ),
+            (
+                "postgresql://me:SECRET@h1,h2:5433/x?password=SECRET&sslmode=disable",
+                "host=h1,h2 port=5432,5433 user=me dbname=x sslmode=disable",
+            ),
+        ];
+        for (url, shown) in cases {
+            let text = redact(url);
+            assert_eq!(text, shown, "{url}");
+            assert!(!text.contains("SEC"), "{url} -> {text}");
+        }
+    }
+
+    #[test]
+    fn redact_of_an_unparseable_url_echoes_nothing() {
+        let text = redact("postgres://me:SECRET@db.example:notaport/x");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("does not parse"), "{text}");
     }
 }
