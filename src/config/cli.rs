@@ -54,7 +54,7 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Write every companion, user, memory and relation as JSON lines (a backup), to stdout
+    /// Write every companion, user, memory, relation, context and message as JSON lines (a backup), to stdout
     /// or --output. Progress goes to stderr.
     Export(ExportArgs),
     /// Read a file written by `mnemo export` (safe to repeat: ids are kept, present rows are
@@ -65,7 +65,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Only this user's memories, and the relations between them.
+    /// Only this user's memories, the relations between them, and their contexts.
     #[arg(long, value_name = "ID")]
     pub user: Option<String>,
     /// Leave the embedding vectors out: a much smaller file; a server re-embeds after import.
