@@ -14,7 +14,7 @@ use rmcp::transport::streamable_http_server::session::store::{
 };
 
 use crate::auth::Principal;
-use crate::tools::App;
+use crate::app::App;
 
 tokio::task_local! {
     /// The principal of the HTTP request being handled.
