@@ -61,7 +61,9 @@ pub enum ExpiryError {
          time like 2030-01-31T00:00:00Z"
     )]
     Unreadable { text: String, reason: String },
-    #[error("--expires {0:?} is too far in the future to store: use a shorter duration or an RFC 3339 time")]
+    #[error(
+        "--expires {0:?} is too far in the future to store: use a shorter duration or an RFC 3339 time"
+    )]
     TooFar(String),
     #[error("--expires {0:?} is not in the future: a key must expire after it is created")]
     NotFuture(String),
@@ -143,12 +145,8 @@ mod tests {
     #[test]
     fn key_expiry_refuses_bad_input_without_panicking() {
         let now = Utc::now();
-        let unreadable = |text: &str| {
-            matches!(
-                key_expiry(text, now),
-                Err(ExpiryError::Unreadable { .. })
-            )
-        };
+        let unreadable =
+            |text: &str| matches!(key_expiry(text, now), Err(ExpiryError::Unreadable { .. }));
         // A multi-byte character after the number once split a char.
         assert!(unreadable("1é"), "{:?}", key_expiry("1é", now));
         assert!(unreadable("é"));

@@ -157,7 +157,11 @@ async fn backfill_embeddings(
                 if n == 0 {
                     break;
                 }
-                tracing::info!(embedded = n, ?table, "embedded rows stored without a vector");
+                tracing::info!(
+                    embedded = n,
+                    ?table,
+                    "embedded rows stored without a vector"
+                );
             }
         }
     }

@@ -80,7 +80,12 @@ async fn revoking_every_key_keeps_auth_on_across_a_restart() {
     let db = fresh_db().await;
     let server = http_server(mnemo(&db, "default", Embed::Hash)).await;
     let client = http_client(&server.url).await;
-    ok(&client, "store_memory", json!({"content": "stored keyless"})).await;
+    ok(
+        &client,
+        "store_memory",
+        json!({"content": "stored keyless"}),
+    )
+    .await;
     client.cancel().await.ok();
 
     let key = create_key(&db).await;
@@ -93,7 +98,11 @@ async fn revoking_every_key_keeps_auth_on_across_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (ok_revoke, _, err) = cli(&db, &["token", "revoke", &mnemo::auth::display_prefix(&key)]).await;
+    let (ok_revoke, _, err) = cli(
+        &db,
+        &["token", "revoke", &mnemo::auth::display_prefix(&key)],
+    )
+    .await;
     assert!(ok_revoke, "{err}");
     assert_eq!(keyless(&server.url).await, (401, 401), "running server");
     assert_eq!(post(&server.url, Some(&key), initialize()).await, 401);
@@ -139,25 +148,38 @@ async fn reset_auth_opens_the_server_only_when_no_key_is_active() {
     let db = fresh_db().await;
     let first = create_key(&db).await;
     let second = create_key(&db).await;
-    let (ok_revoke, _, err) =
-        cli(&db, &["token", "revoke", &mnemo::auth::display_prefix(&first)]).await;
+    let (ok_revoke, _, err) = cli(
+        &db,
+        &["token", "revoke", &mnemo::auth::display_prefix(&first)],
+    )
+    .await;
     assert!(ok_revoke, "{err}");
 
     // An active key remains: refused, and nothing is deleted.
     let (reset, _, err) = cli(&db, &["token", "reset-auth"]).await;
     assert!(!reset, "reset-auth succeeded with an active key");
-    assert!(err.contains("active keys remain") && err.contains("token revoke"), "{err}");
+    assert!(
+        err.contains("active keys remain") && err.contains("token revoke"),
+        "{err}"
+    );
     let (_, listed, _) = cli(&db, &["token", "list"]).await;
     assert_eq!(listed.lines().count(), 3, "{listed}");
 
-    let (ok_revoke, _, err) =
-        cli(&db, &["token", "revoke", &mnemo::auth::display_prefix(&second)]).await;
+    let (ok_revoke, _, err) = cli(
+        &db,
+        &["token", "revoke", &mnemo::auth::display_prefix(&second)],
+    )
+    .await;
     assert!(ok_revoke, "{err}");
     let (reset, out, err) = cli(&db, &["token", "reset-auth"]).await;
     assert!(reset, "{err}");
     assert!(out.contains("deleted 2"), "{out}");
     let (_, listed, _) = cli(&db, &["token", "list"]).await;
-    assert_eq!(listed.lines().count(), 1, "only the header is left: {listed}");
+    assert_eq!(
+        listed.lines().count(),
+        1,
+        "only the header is left: {listed}"
+    );
 
     let server = http_server(mnemo(&db, "default", Embed::Hash)).await;
     assert_eq!(post(&server.url, None, initialize()).await, 200);

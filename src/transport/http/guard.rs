@@ -16,9 +16,9 @@ use rmcp::transport::streamable_http_server::session::{SessionId, SessionManager
 use tokio::sync::Mutex;
 
 use super::sessions::CALLER;
+use crate::app::App;
 use crate::auth::{Principal, hash_key};
 use crate::store::sessions::SessionCheck;
-use crate::app::App;
 
 /// Shared state of the guard.
 pub struct Guard {
