@@ -1,18 +1,27 @@
-//! Assembling a running mnemo from a [`Config`]: the embedder (loading in
-//! the background), the database (embedded or external, migrated), the
-//! companion scope and the background jobs.
+//! Assembling and running a mnemo server: [`start`] builds the [`App`]
+//! from a [`Config`] (the embedder, loading in the background; the
+//! database, embedded or external, migrated; the companion scope) and
+//! starts its background jobs; [`App`] is what tools and transports take
+//! from it (the store, embedding with deferral, search orchestration,
+//! whether HTTP requires API keys), and [`App::stop_jobs`] ends the jobs.
+//!
+//! Invariant: this module imports nothing of `tools` or `transport`; they
+//! depend on it, so its errors are its own ([`SearchError`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::{self, DbError};
 use crate::embed::cache::QueryCache;
 use crate::embed::{EmbedError, Embedder, LazyEmbedder};
-use crate::store::{Store, StoreError, jobs};
-use crate::tools::App;
+use crate::jobs::Jobs;
+use crate::store::search::{Hit, Query};
+use crate::store::{ListFilter, Scope, Store, StoreError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +34,37 @@ pub enum StartError {
     Embed(#[from] EmbedError),
 }
 
+/// Why a search (or the embedding of its query) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("the embedding model is unavailable ({0}); mode \"keyword\" still works")]
+    EmbedderDown(EmbedError),
+    #[error("the embedder returned nothing")]
+    NoVector,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything a tool call needs, shared by all sessions.
+pub struct App {
+    pub store: Store,
+    pub embedder: Arc<LazyEmbedder>,
+    /// The companion this server acts for.
+    pub scope: Scope,
+    pub default_user: String,
+    /// Wakes the embedding backfill job after a store without a vector.
+    pub backfill: Arc<Notify>,
+    /// Vectors of recent search queries.
+    pub query_vectors: QueryCache,
+    /// Whether HTTP requests need an API key: once any key was created,
+    /// revoked and expired ones included (kept current by `jobs`).
+    keys_required: Arc<AtomicBool>,
+    jobs: TaskTracker,
+    stop_jobs: CancellationToken,
+}
+
 /// Builds the shared [`App`] and starts its background jobs, which stop
-/// when `stop` is cancelled.
+/// when `stop` is cancelled (or at [`App::stop_jobs`]).
 pub async fn start(config: &Config, stop: CancellationToken) -> Result<Arc<App>, StartError> {
     let embedder = LazyEmbedder::from_config(&config.embedder)?;
     // The model loads while the database starts: neither waits for the other.
@@ -35,14 +73,17 @@ pub async fn start(config: &Config, stop: CancellationToken) -> Result<Arc<App>,
     tracing::info!(database = %db.location, embedder = %config.embedder.describe(), "database ready");
     let store = Store::new(db, embedder.dim());
     let scope = store.companion(&config.companion).await?;
+    let keys_required = Arc::new(AtomicBool::new(store.any_key_created().await?));
     let backfill = Arc::new(Notify::new());
-    jobs::spawn(
-        store.clone(),
-        embedder.clone() as Arc<dyn Embedder>,
-        config.purge_interval,
-        backfill.clone(),
-        stop,
-    );
+    let tracker = TaskTracker::new();
+    Jobs {
+        store: store.clone(),
+        embedder: embedder.clone() as Arc<dyn Embedder>,
+        backfill: backfill.clone(),
+        keys_required: keys_required.clone(),
+        purge_every: config.purge_interval,
+    }
+    .spawn(&tracker, stop.clone());
     // Pick up memories left unembedded by an earlier run.
     backfill.notify_one();
     let query_vectors = QueryCache::new(config.query_cache, embedder.dim());
@@ -53,5 +94,83 @@ pub async fn start(config: &Config, stop: CancellationToken) -> Result<Arc<App>,
         default_user: config.default_user.clone(),
         backfill,
         query_vectors,
+        keys_required,
+        jobs: tracker,
+        stop_jobs: stop,
     }))
+}
+
+impl App {
+    /// Whether HTTP requests need an API key.
+    pub fn keys_required(&self) -> bool {
+        self.keys_required.load(Ordering::Relaxed)
+    }
+
+    /// Stops the background jobs and waits until each has finished what it
+    /// was writing; the caller then does the last access flush and closes
+    /// the pool.
+    pub async fn stop_jobs(&self) {
+        self.stop_jobs.cancel();
+        self.jobs.close();
+        self.jobs.wait().await;
+    }
+
+    /// Embeds `texts`; on failure logs it and returns `None` so the caller
+    /// can store without vectors (the backfill job fills them in later).
+    pub(crate) async fn embed_or_defer(&self, texts: Vec<String>) -> Option<Vec<Vec<f32>>> {
+        match self.embedder.embed(texts).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(error = %e, "embedding failed; storing without a vector for the backfill job");
+                self.backfill.notify_one();
+                None
+            }
+        }
+    }
+
+    /// Embeds a search query, or takes its vector from the recent queries';
+    /// failure is an error the caller reports.
+    pub(crate) async fn embed_query(&self, text: &str) -> Result<Vec<f32>, SearchError> {
+        if let Some(vector) = self.query_vectors.get(text) {
+            return Ok(vector);
+        }
+        let vector = self
+            .embedder
+            .embed(vec![text.to_string()])
+            .await
+            .map_err(SearchError::EmbedderDown)?
+            .pop()
+            .ok_or(SearchError::NoVector)?;
+        self.query_vectors.put(text, &vector);
+        Ok(vector)
+    }
+
+    /// Runs `query`: its keyword side while it is embedded (the two use
+    /// different cores), then the fusion. When the model is down a search
+    /// fails with a hint at keyword mode, unless `keywords_if_down`, which
+    /// ranks by keywords alone instead.
+    pub(crate) async fn search(
+        &self,
+        scope: &Scope,
+        filter: &ListFilter,
+        query: &Query,
+        keywords_if_down: bool,
+    ) -> Result<Vec<Hit>, SearchError> {
+        let embedding = async {
+            if !query.wants_embedding() {
+                return Ok(None);
+            }
+            match self.embed_query(&query.text).await {
+                Ok(v) => Ok(Some(v)),
+                Err(_) if keywords_if_down => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let (embedding, keywords) =
+            tokio::join!(embedding, self.store.search_keywords(scope, filter, query));
+        Ok(self
+            .store
+            .search(scope, filter, query, embedding?, keywords?)
+            .await?)
+    }
 }

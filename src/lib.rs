@@ -14,7 +14,10 @@
 //! - [`timeframe`]: the dates and periods a search query talks about.
 //! - [`tools`]: the MCP server and its tools; writes no SQL.
 //! - [`transport`]: stdio and HTTP adapters; only stdio writes to stdout.
-//! - [`app`]: assembles the above from a configuration.
+//! - [`app`]: assembles the above from a configuration; [`app::App`] is what
+//!   tools and transports share.
+//! - [`jobs`]: every background schedule (access flush, purges, embedding
+//!   backfill, API-key watch) on one task tracker.
 //! - [`doctor`]: `mnemo doctor`'s checks.
 //! - [`backup`]: `mnemo export` / `mnemo import` (JSONL backups, server-memory files).
 //! - [`limits`]: the sizes stored values may have (tools and backup share them).
@@ -26,6 +29,7 @@ pub mod config;
 pub mod db;
 pub mod doctor;
 pub mod embed;
+pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod store;

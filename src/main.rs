@@ -60,18 +60,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let app = mnemo::app::start(&config, shutdown.child_token())
                 .await
                 .context("cannot start")?;
-            if let Some(addr) = args.http {
+            let served: anyhow::Result<()> = if let Some(addr) = args.http {
                 mnemo::transport::http::serve(app.clone(), addr, &config.http, shutdown.clone())
-                    .await?;
+                    .await
+                    .map_err(Into::into)
             } else {
-                mnemo::transport::stdio::serve(app.clone(), shutdown.clone()).await?;
-            }
+                mnemo::transport::stdio::serve(app.clone(), shutdown.clone())
+                    .await
+                    .map_err(Into::into)
+            };
+            // In this order: no job writes once the pool closes.
             shutdown.cancel();
+            app.stop_jobs().await;
             // Reads counted since the last background flush.
             if let Err(e) = app.store.flush_access().await {
                 tracing::warn!(error = %e, "access statistics of the last second were not written");
             }
             app.store.db().pool.close();
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -112,7 +118,10 @@ async fn token_command(action: TokenAction, config: &Config) -> anyhow::Result<E
             label,
             expires,
         } => {
-            let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
+            let expires_at = expires
+                .as_deref()
+                .map(|text| mnemo::auth::key_expiry(text, chrono::Utc::now()))
+                .transpose()?;
             let scope = store.companion(&companion).await?;
             let key = mnemo::auth::generate_key();
             let prefix = mnemo::auth::display_prefix(&key);
@@ -164,34 +173,18 @@ async fn token_command(action: TokenAction, config: &Config) -> anyhow::Result<E
             }
             println!("revoked {n} key(s)");
         }
+        TokenAction::ResetAuth => match store.delete_dead_keys().await? {
+            Some(n) => println!(
+                "deleted {n} revoked or expired key(s): HTTP serves requests without a key from the \
+                 next start (a non-loopback address still needs --insecure-no-auth)"
+            ),
+            None => anyhow::bail!(
+                "active keys remain, so HTTP keeps requiring one: revoke them first \
+                 (`mnemo token list`, `mnemo token revoke ID`)"
+            ),
+        },
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// "90d", "12h", "30m" from now, or an RFC 3339 time.
-fn parse_expiry(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    let now = chrono::Utc::now();
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let seconds = match (number.parse::<i64>(), unit) {
-        (Ok(n), "d") if n > 0 => Some(n * 86_400),
-        (Ok(n), "h") if n > 0 => Some(n * 3_600),
-        (Ok(n), "m") if n > 0 => Some(n * 60),
-        _ => None,
-    };
-    if let Some(s) = seconds {
-        return Ok(now + chrono::Duration::seconds(s));
-    }
-    let at = chrono::DateTime::parse_from_rfc3339(text)
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "--expires {text:?}: use a duration like 90d, 12h or 30m, or an RFC 3339 time"
-            )
-        })?
-        .with_timezone(&chrono::Utc);
-    if at <= now {
-        anyhow::bail!("--expires {text:?} is in the past");
-    }
-    Ok(at)
 }
 
 async fn db_command(action: DbAction, config: &Config) -> anyhow::Result<ExitCode> {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::tools::App;
+use crate::embed::LazyEmbedder;
+use crate::store::Store;
 
 pub const TOOL_CALLS: &str = "mnemo_tool_calls_total";
 pub const TOOL_SECONDS: &str = "mnemo_tool_duration_seconds";
@@ -54,16 +55,16 @@ pub fn statement(name: &str, elapsed: Duration) {
 
 /// Samples gauges that are cheaper to read than to track: pool usage,
 /// sessions, model state.
-pub async fn sample(app: &App) {
-    let status = app.store.db().pool.status();
+pub async fn sample(store: &Store, embedder: &LazyEmbedder) {
+    let status = store.db().pool.status();
     metrics::gauge!("mnemo_db_pool_size").set(status.size as f64);
     metrics::gauge!("mnemo_db_pool_available").set(status.available as f64);
     metrics::gauge!("mnemo_db_pool_waiting").set(status.waiting as f64);
     metrics::gauge!("mnemo_db_pool_max_size").set(status.max_size as f64);
-    if let Ok(n) = app.store.count_sessions().await {
+    if let Ok(n) = store.count_sessions().await {
         metrics::gauge!("mnemo_sessions").set(n as f64);
     }
-    metrics::gauge!("mnemo_embedding_model_loaded").set(if app.embedder.is_loaded() {
+    metrics::gauge!("mnemo_embedding_model_loaded").set(if embedder.is_loaded() {
         1.0
     } else {
         0.0

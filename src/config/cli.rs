@@ -108,7 +108,7 @@ pub enum TokenAction {
         /// A note to tell keys apart.
         #[arg(long)]
         label: Option<String>,
-        /// When the key stops working: a duration (90d, 12h, 30m) or an RFC 3339 time.
+        /// When the key stops working: a duration (90d, 12h, 30m, 1week) or an RFC 3339 time.
         #[arg(long)]
         expires: Option<String>,
     },
@@ -119,6 +119,11 @@ pub enum TokenAction {
         /// The key's id or prefix, as shown by `mnemo token list`.
         key: String,
     },
+    /// Let HTTP serve requests without a key again. Once a key was created, HTTP requires
+    /// one, across restarts, even after every key is revoked or expired; this deletes the
+    /// revoked and expired keys (refused while an active key exists), and the next start
+    /// serves keyless requests.
+    ResetAuth,
 }
 
 #[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,6 @@ use uuid::Uuid;
 
 use super::search::SearchMode;
 use super::{Scope, Store, StoreError, to_vector};
-use crate::embed::Embedder;
 
 /// Who wrote a message.
 #[derive(
@@ -549,59 +548,12 @@ impl Store {
             })
             .collect())
     }
-
-    /// Embeds up to [`EMBED_BATCH`] messages stored without a vector;
-    /// returns how many were filled in. Like the memory backfill, a
-    /// maintenance job across companions.
-    pub async fn backfill_message_embeddings(
-        &self,
-        embedder: &dyn Embedder,
-    ) -> Result<usize, StoreError> {
-        let rows = {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(
-                    "SELECT id, content FROM messages WHERE embedding IS NULL \
-                     ORDER BY created_at LIMIT $1",
-                )
-                .await?;
-            client.query(&stmt, &[&EMBED_BATCH]).await?
-        };
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let texts: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
-        let vectors = embedder
-            .embed(texts)
-            .await
-            .map_err(|e| StoreError::Constraint(format!("message embedding backfill: {e}")))?;
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE messages SET embedding = $2, embedding_model = $3 \
-                 WHERE id = $1 AND embedding IS NULL",
-            )
-            .await?;
-        let mut filled = 0;
-        for (row, vector) in rows.iter().zip(vectors) {
-            let id: Uuid = row.get(0);
-            filled += client
-                .execute(
-                    &stmt,
-                    &[&id, &to_vector(Some(vector)), &embedder.model_id()],
-                )
-                .await? as usize;
-        }
-        Ok(filled)
-    }
 }
 
 /// Candidates taken from each list before fusion.
 /// Candidates per list; a literal in the statement so the planner knows it
 /// (a `LIMIT $n` is planned as 10% of the table, which rules out HNSW).
 const CANDIDATES: i64 = 100;
-/// Messages per backfill round.
-const EMBED_BATCH: i64 = 32;
 
 /// Parameters: $1 context (or NULL), $2 companion, $3 user, $4 roles,
 /// $5 vector, $6 text, $7 use vectors, $8 use text, $9 limit.

@@ -106,7 +106,7 @@ impl Store {
         }))
     }
 
-    /// Whether any key could authenticate now (decides if HTTP requires keys).
+    /// Whether any key could authenticate now.
     pub async fn has_live_keys(&self) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let stmt = client
@@ -116,5 +116,34 @@ impl Store {
             )
             .await?;
         Ok(client.query_one(&stmt, &[]).await?.get(0))
+    }
+
+    /// Whether a key was ever created (revoked and expired ones count): from
+    /// then on HTTP requires keys, across restarts too.
+    pub async fn any_key_created(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM api_keys)")
+            .await?;
+        Ok(client.query_one(&stmt, &[]).await?.try_get(0)?)
+    }
+
+    /// Deletes every revoked or expired key (and, by cascade, its sessions)
+    /// unless a live key remains; returns how many were deleted, or `None`
+    /// when live keys remain and nothing was deleted.
+    pub async fn delete_dead_keys(&self) -> Result<Option<u64>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH live AS (SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NULL \
+                               AND (expires_at IS NULL OR expires_at > now())), \
+                      gone AS (DELETE FROM api_keys WHERE (SELECT n FROM live) = 0 RETURNING 1) \
+                 SELECT (SELECT n FROM live) AS live, (SELECT count(*) FROM gone) AS deleted",
+            )
+            .await?;
+        let row = client.query_one(&stmt, &[]).await?;
+        let live: i64 = row.try_get("live")?;
+        let deleted: i64 = row.try_get("deleted")?;
+        Ok((live == 0).then_some(deleted as u64))
     }
 }

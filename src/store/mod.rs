@@ -8,7 +8,7 @@
 //! - `memories`: store (with dedup), get, list, update, archive/restore, delete, stats
 //! - `search`: hybrid (vector + full-text, fused by reciprocal rank) search
 //! - `relations`: typed links between memories and graph traversal
-//! - `jobs`: background purge of expired memories and embedding backfill
+//! - `upkeep`: the SQL of background upkeep (expired memories, rows left without a vector)
 //! - `contexts`: conversation logs (append, read, fork, delete) and message search
 //! - `catalog`: resource listing, user profiles and completion candidates
 //! - `bulk`: whole tables for backups (a snapshot's rows out, id-keeping batches in)
@@ -17,13 +17,13 @@ mod access;
 pub mod bulk;
 pub mod catalog;
 pub mod contexts;
-pub mod jobs;
 pub mod keys;
 pub mod memories;
 pub mod relations;
 pub mod search;
 pub mod sessions;
 mod terms;
+pub mod upkeep;
 
 use chrono::{DateTime, Utc};
 use pgvector::Vector;

@@ -37,14 +37,11 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
-use tokio::sync::Notify;
 use tracing::Instrument;
 
+use crate::app::{App, SearchError};
 use crate::auth::Principal;
-use crate::embed::cache::QueryCache;
-use crate::embed::{Embedder, LazyEmbedder};
-use crate::store::search::{Hit, Query};
-use crate::store::{ListFilter, Scope, Store};
+use crate::store::Scope;
 use output::ToolError;
 
 pub use contexts::*;
@@ -54,81 +51,15 @@ pub use search::*;
 pub use stats::*;
 pub use store::*;
 
-/// Everything a tool call needs, shared by all sessions.
-pub struct App {
-    pub store: Store,
-    pub embedder: Arc<LazyEmbedder>,
-    /// The companion this server acts for.
-    pub scope: Scope,
-    pub default_user: String,
-    /// Wakes the embedding backfill job after a store without a vector.
-    pub backfill: Arc<Notify>,
-    /// Vectors of recent search queries.
-    pub query_vectors: QueryCache,
-}
-
-impl App {
-    /// Embeds `texts`; on failure logs it and returns `None` so the caller
-    /// can store without vectors (the backfill job fills them in later).
-    pub(crate) async fn embed_or_defer(&self, texts: Vec<String>) -> Option<Vec<Vec<f32>>> {
-        match self.embedder.embed(texts).await {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::error!(error = %e, "embedding failed; storing without a vector for the backfill job");
-                self.backfill.notify_one();
-                None
+/// A failed search or query embedding, as the tool reports it.
+impl From<SearchError> for ToolError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Store(e) => e.into(),
+            SearchError::EmbedderDown(_) | SearchError::NoVector => {
+                ToolError::Unavailable(e.to_string())
             }
         }
-    }
-
-    /// Embeds a search query, or takes its vector from the recent queries';
-    /// failure is an error the caller reports.
-    pub(crate) async fn embed_query(&self, text: &str) -> Result<Vec<f32>, ToolError> {
-        if let Some(vector) = self.query_vectors.get(text) {
-            return Ok(vector);
-        }
-        let vector = self
-            .embedder
-            .embed(vec![text.to_string()])
-            .await
-            .map_err(|e| {
-                ToolError::Unavailable(format!(
-                    "the embedding model is unavailable ({e}); mode \"keyword\" still works"
-                ))
-            })?
-            .pop()
-            .ok_or_else(|| ToolError::Unavailable("the embedder returned nothing".into()))?;
-        self.query_vectors.put(text, &vector);
-        Ok(vector)
-    }
-
-    /// Runs `query`: its keyword side while it is embedded (the two use
-    /// different cores), then the fusion. When the model is down a search
-    /// fails with a hint at keyword mode, unless `keywords_if_down`, which
-    /// ranks by keywords alone instead.
-    pub(crate) async fn search(
-        &self,
-        scope: &Scope,
-        filter: &ListFilter,
-        query: &Query,
-        keywords_if_down: bool,
-    ) -> Result<Vec<Hit>, ToolError> {
-        let embedding = async {
-            if !query.wants_embedding() {
-                return Ok(None);
-            }
-            match self.embed_query(&query.text).await {
-                Ok(v) => Ok(Some(v)),
-                Err(_) if keywords_if_down => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
-        let (embedding, keywords) =
-            tokio::join!(embedding, self.store.search_keywords(scope, filter, query));
-        Ok(self
-            .store
-            .search(scope, filter, query, embedding?, keywords?)
-            .await?)
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::tools::{App, MnemoServer};
+use crate::app::App;
+use crate::tools::MnemoServer;
 
 /// Serves until the client closes stdin or `shutdown` is cancelled.
 pub async fn serve(app: Arc<App>, shutdown: CancellationToken) -> std::io::Result<()> {

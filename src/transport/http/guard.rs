@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -17,17 +16,15 @@ use rmcp::transport::streamable_http_server::session::{SessionId, SessionManager
 use tokio::sync::Mutex;
 
 use super::sessions::CALLER;
+use crate::app::App;
 use crate::auth::{Principal, hash_key};
 use crate::store::sessions::SessionCheck;
-use crate::tools::App;
 
 /// Shared state of the guard.
 pub struct Guard {
     pub app: Arc<App>,
     /// rmcp's in-memory sessions, to drop one whose row expired.
     pub sessions: Arc<LocalSessionManager>,
-    /// True once any API key exists: from then on every request needs one.
-    pub keys_required: AtomicBool,
     pub session_ttl: Duration,
     limiter: Option<Limiter>,
     checked: CheckedSessions,
@@ -88,14 +85,12 @@ impl Guard {
     pub fn new(
         app: Arc<App>,
         sessions: Arc<LocalSessionManager>,
-        keys_required: bool,
         session_ttl: Duration,
         per_minute: u32,
     ) -> Self {
         Guard {
             app,
             sessions,
-            keys_required: AtomicBool::new(keys_required),
             session_ttl,
             limiter: (per_minute > 0).then(|| Limiter::new(per_minute)),
             checked: CheckedSessions::new(SESSION_FRESH.min(session_ttl / 10)),
@@ -208,7 +203,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
 }
 
 async fn authenticate(guard: &Guard, header: Option<String>) -> Result<Principal, Response> {
-    if !guard.keys_required.load(Ordering::Relaxed) && header.is_none() {
+    if !guard.app.keys_required() && header.is_none() {
         return Ok(Principal {
             key_id: None,
             scope: guard.app.scope,

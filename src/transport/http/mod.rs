@@ -15,7 +15,6 @@ mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -31,8 +30,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::app::App;
 use crate::config::HttpConfig;
-use crate::tools::{App, MnemoServer};
+use crate::tools::MnemoServer;
 use guard::Guard;
 use sessions::PgSessionStore;
 
@@ -78,7 +78,6 @@ struct Ops {
 pub fn router(
     app: Arc<App>,
     config: &HttpConfig,
-    keys_required: bool,
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> (Router, Arc<Guard>) {
@@ -106,12 +105,15 @@ pub fn router(
         app: app.clone(),
         ttl: config.session_ttl,
     }));
-    let sessions = Arc::new(LocalSessionManager::default());
+    let mut sessions = LocalSessionManager::default();
+    // rmcp drops a session idle this long from memory (5 minutes by
+    // default); the row's TTL is the one that counts, so they agree.
+    sessions.session_config.keep_alive = Some(config.session_ttl);
+    let sessions = Arc::new(sessions);
     let mcp = StreamableHttpService::new(move || Ok(server.clone()), sessions.clone(), mcp_config);
     let guard = Arc::new(Guard::new(
         app.clone(),
         sessions,
-        keys_required,
         config.session_ttl,
         config.rate_limit,
     ));
@@ -225,7 +227,7 @@ async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
             "metrics are not enabled\n".to_string(),
         );
     };
-    crate::metrics::sample(&ops.app).await;
+    crate::metrics::sample(&ops.app.store, &ops.app.embedder).await;
     (StatusCode::OK, handle.render())
 }
 
@@ -237,7 +239,7 @@ pub async fn serve(
     config: &HttpConfig,
     shutdown: CancellationToken,
 ) -> Result<(), HttpError> {
-    let keys_required = app.store.has_live_keys().await?;
+    let keys_required = app.keys_required();
     let loopback = addr.ip().is_loopback();
     if !loopback && !keys_required && !config.insecure_no_auth {
         return Err(HttpError::NoAuth(addr));
@@ -247,14 +249,7 @@ pub async fn serve(
         .map_err(|source| HttpError::Bind { addr, source })?;
     let local = listener.local_addr()?;
     let metrics = crate::metrics::install();
-    let (router, guard) = router(
-        app.clone(),
-        config,
-        keys_required,
-        metrics,
-        shutdown.clone(),
-    );
-    spawn_upkeep(guard, shutdown.clone());
+    let (router, _guard) = router(app.clone(), config, metrics, shutdown.clone());
     tracing::info!(url = %format!("http://{local}/mcp"), keys_required, "listening");
     // Tests and scripts read this line to find the port when binding :0.
     eprintln!("mnemo: listening on http://{local}/mcp");
@@ -262,35 +257,4 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
-}
-
-/// Keeps `keys_required` current (a key created while the server runs
-/// takes effect within seconds) and purges expired sessions.
-fn spawn_upkeep(guard: Arc<Guard>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        let mut rounds: u64 = 0;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            // Once required, keys stay required: revoking the last key must
-            // not silently open the server.
-            if !guard.keys_required.load(Ordering::Relaxed)
-                && let Ok(true) = guard.app.store.has_live_keys().await
-            {
-                guard.keys_required.store(true, Ordering::Relaxed);
-                tracing::info!("API keys exist now: HTTP requests need one");
-            }
-            rounds += 1;
-            if rounds % 60 == 1 {
-                match guard.app.store.purge_sessions().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "expired sessions deleted"),
-                    Err(e) => tracing::warn!(error = %e, "purging sessions failed"),
-                }
-            }
-        }
-    });
 }

@@ -13,8 +13,8 @@ use rmcp::transport::streamable_http_server::session::store::{
     SessionState, SessionStore, SessionStoreError,
 };
 
+use crate::app::App;
 use crate::auth::Principal;
-use crate::tools::App;
 
 tokio::task_local! {
     /// The principal of the HTTP request being handled.
