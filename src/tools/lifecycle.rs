@@ -164,10 +164,16 @@ impl MnemoServer {
         let expected = validate::time("expected_updated_at", a.expected_updated_at.as_deref())?;
         let app = self.app();
         let embedding = match &patch.content {
-            Some(c) => app
-                .embed_or_defer(vec![c.clone()])
-                .await
-                .and_then(|mut v| v.pop()),
+            Some(c) => {
+                let embedding = app
+                    .embed_or_defer(vec![c.clone()])
+                    .await
+                    .and_then(|mut v| v.pop());
+                if embedding.is_none() {
+                    super::logging::embedding_deferred();
+                }
+                embedding
+            }
             None => None,
         };
         let memory = app
