@@ -476,7 +476,16 @@ fn time_text() -> impl Strategy<Value = String> {
         (0u32..1000).prop_map(|n| format!(".{n:03}")),
     ];
     prop_oneof![
-        (year.clone(), 1u32..=12, 1u32..=31, 0u32..24, 0u32..60, 0u32..60, fraction, offset)
+        (
+            year.clone(),
+            1u32..=12,
+            1u32..=31,
+            0u32..24,
+            0u32..60,
+            0u32..60,
+            fraction,
+            offset
+        )
             .prop_map(|(y, mo, d, h, mi, s, f, off)| {
                 format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{f}{off}")
             }),
@@ -591,7 +600,9 @@ fn every_accepted_time_reads_back_as_one_the_server_accepts_again() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     let (n, refused) = counted.get();
-    eprintln!("times: {n} cases, {refused} refused, every accepted one read back and accepted again");
+    eprintln!(
+        "times: {n} cases, {refused} refused, every accepted one read back and accepted again"
+    );
 }
 
 #[tokio::test]

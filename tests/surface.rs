@@ -21,10 +21,10 @@ use rmcp::model::{
     ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResult, Request,
     ResourceContents, SetLevelRequestParams,
 };
-use tokio::io::AsyncBufReadExt;
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 
 fn text_of(result: &ReadResourceResult) -> (String, Option<String>) {
     match &result.contents[0] {
@@ -519,7 +519,11 @@ impl Recorder {
     /// The server's stderr lines logged at ERROR.
     fn error_lines(&self) -> Vec<String> {
         let lines = self.stderr.lock().unwrap();
-        lines.iter().filter(|l| l.contains(" ERROR ")).cloned().collect()
+        lines
+            .iter()
+            .filter(|l| l.contains(" ERROR "))
+            .cloned()
+            .collect()
     }
 }
 
@@ -748,10 +752,16 @@ async fn values_sql_cannot_take_are_refused_before_any_query() {
     cmd.args(["serve", "--stdio"]);
     let (client, recorder) = recording_client(cmd).await;
     let huge = "x".repeat(100_000);
-    let user =
-        |u: &str| CompletionContext::with_arguments([("user_id".to_string(), u.to_string())].into());
+    let user = |u: &str| {
+        CompletionContext::with_arguments([("user_id".to_string(), u.to_string())].into())
+    };
     let short = |e: &rmcp::ErrorData| {
-        assert!(e.message.len() < 400, "{} bytes: {}", e.message.len(), &e.message[..400]);
+        assert!(
+            e.message.len() < 400,
+            "{} bytes: {}",
+            e.message.len(),
+            &e.message[..400]
+        );
     };
     let prompt_values = [
         ("recall", "user_id", "a\0", None),
@@ -831,9 +841,9 @@ async fn values_sql_cannot_take_are_refused_before_any_query() {
     for cursor in ["0_a\u{0}", "1_\u{0}"] {
         let e = protocol_error(
             client
-                .list_resources(Some(PaginatedRequestParams::default().with_cursor(Some(
-                    cursor.to_string(),
-                ))))
+                .list_resources(Some(
+                    PaginatedRequestParams::default().with_cursor(Some(cursor.to_string())),
+                ))
                 .await,
         );
         assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{e:?}");
@@ -903,23 +913,35 @@ async fn log_notifications_tell_the_client_what_degraded_at_its_level() {
     call("store_memory", json!({"content": "Ana likes coffee"}))
         .await
         .unwrap();
-    call("search_memories", json!({"query": "drinks", "mode": "semantic"}))
-        .await
-        .unwrap();
+    call(
+        "search_memories",
+        json!({"query": "drinks", "mode": "semantic"}),
+    )
+    .await
+    .unwrap();
     let logs = recorder.await_logs(2).await;
-    assert_eq!(recorder.levels(), vec![LoggingLevel::Warning, LoggingLevel::Error]);
+    assert_eq!(
+        recorder.levels(),
+        vec![LoggingLevel::Warning, LoggingLevel::Error]
+    );
     assert_eq!(logs[1].data["tool"], "search_memories");
     let message = logs[1].data["message"].as_str().unwrap();
-    assert!(message.starts_with("unavailable: the embedding model is unavailable"), "{message}");
+    assert!(
+        message.starts_with("unavailable: the embedding model is unavailable"),
+        "{message}"
+    );
 
     // At "emergency" nothing mnemo says gets through; at "debug" all of it.
     client
         .set_level(SetLevelRequestParams::new(LoggingLevel::Emergency))
         .await
         .unwrap();
-    call("search_memories", json!({"query": "tea", "mode": "semantic"}))
-        .await
-        .unwrap();
+    call(
+        "search_memories",
+        json!({"query": "tea", "mode": "semantic"}),
+    )
+    .await
+    .unwrap();
     client
         .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
         .await
@@ -933,7 +955,11 @@ async fn log_notifications_tell_the_client_what_degraded_at_its_level() {
     let logs = recorder.await_logs(3).await;
     assert_eq!(
         recorder.levels(),
-        vec![LoggingLevel::Warning, LoggingLevel::Error, LoggingLevel::Warning],
+        vec![
+            LoggingLevel::Warning,
+            LoggingLevel::Error,
+            LoggingLevel::Warning
+        ],
         "one warning for the two chunks of the append, none for the muted search"
     );
     assert_eq!(logs[2].data["tool"], "append_messages");
@@ -943,8 +969,7 @@ async fn log_notifications_tell_the_client_what_degraded_at_its_level() {
 /// A client over HTTP that records log notifications.
 async fn recording_http_client(url: &str) -> (RunningService<RoleClient, Recorder>, Recorder) {
     let recorder = Recorder::default();
-    let transport =
-        rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_string());
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_string());
     let client = tokio::time::timeout(Duration::from_secs(30), recorder.clone().serve(transport))
         .await
         .expect("initialize timed out")

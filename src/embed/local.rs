@@ -1,11 +1,10 @@
 //! The default embedding provider: all-MiniLM-L6-v2 run in-process on the CPU
 //! with candle.
 //!
-//! This module owns loading the model files (weights, tokenizer, config),
-//! tokenising and batching input texts, and reproducing the
-//! sentence-transformers pipeline for this model: BERT, mean pooling over the
-//! attention mask, then L2 normalisation. Inference is CPU-bound, so the async
-//! [`super::Embedder::embed`] hands the work to tokio's blocking pool.
+//! This module owns loading the model files (weights, tokenizer, config) and
+//! the forward pass: BERT, summed over the attention mask. Batching, mean
+//! pooling, normalisation and running on tokio's blocking pool are shared
+//! with the ONNX backend ([`super::bert`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -183,7 +182,6 @@ fn relayout_linear_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::Embedder;
 
     fn load() -> LocalEmbedder {
         let dir = std::env::var_os("MNEMO_MODEL_DIR")
@@ -202,8 +200,7 @@ mod tests {
 
     #[test]
     fn minilm_sanity() {
-        let e = load();
-        super::super::testkit::check_minilm(&e, |t| e.embed_sync(t));
+        super::super::testkit::check_minilm(&load());
     }
 
     #[test]
@@ -219,10 +216,6 @@ mod tests {
 
     #[tokio::test]
     async fn async_embed_matches_sync() {
-        let e = load();
-        let texts = vec!["hello world".to_string(), "second".to_string()];
-        let a = e.embed(texts.clone()).await.expect("async embedding");
-        let b = e.embed_sync(&texts).expect("sync embedding");
-        assert_eq!(a, b);
+        super::super::testkit::check_async_matches_sync(&load()).await;
     }
 }

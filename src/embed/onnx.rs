@@ -282,7 +282,6 @@ impl Model for Onnx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::Embedder;
 
     /// The files as `mnemo` finds them by default, with the same overrides.
     fn files() -> OnnxFiles {
@@ -310,8 +309,7 @@ mod tests {
 
     #[test]
     fn onnx_minilm_sanity() {
-        let e = load();
-        super::super::testkit::check_minilm(&e, |t| e.embed_sync(t));
+        super::super::testkit::check_minilm(&load());
     }
 
     /// The int8 graph must stay interchangeable with the fp32 model: vectors
@@ -359,10 +357,6 @@ mod tests {
 
     #[tokio::test]
     async fn async_embed_matches_sync() {
-        let e = load();
-        let texts = vec!["hello world".to_string(), "second".to_string()];
-        let a = e.embed(texts.clone()).await.expect("async embedding");
-        let b = e.embed_sync(&texts).expect("sync embedding");
-        assert_eq!(a, b);
+        super::super::testkit::check_async_matches_sync(&load()).await;
     }
 }

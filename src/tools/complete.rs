@@ -11,10 +11,10 @@
 use rmcp::ErrorData;
 use rmcp::model::{CompleteRequestParams, CompleteResult, CompletionInfo, Reference};
 
-use super::output::ToolError;
-use super::validate::{self, shown};
 use super::MnemoServer;
+use super::output::ToolError;
 use super::resources::{CONTEXT_TEMPLATE, MEMORY_TEMPLATE, PROFILE_TEMPLATE};
+use super::validate::{self, shown};
 use crate::store::Kind;
 use crate::store::Scope;
 
@@ -70,7 +70,10 @@ fn check(what: &str, value: &str, source: Source) -> Result<(), ErrorData> {
 
 fn source(reference: &Reference, argument: &str) -> Result<Source, ErrorData> {
     let unknown_argument = |what: &str| {
-        ErrorData::invalid_params(format!("{} has no argument {}", shown(what), shown(argument)), None)
+        ErrorData::invalid_params(
+            format!("{} has no argument {}", shown(what), shown(argument)),
+            None,
+        )
     };
     match reference {
         Reference::Prompt(p) => match (p.name.as_str(), argument) {

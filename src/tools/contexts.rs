@@ -8,7 +8,7 @@
 //! thumb for English with GPT-style tokenizers; clients that know the real
 //! count should send it.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::Extensions;
@@ -412,7 +412,9 @@ impl MnemoServer {
             .map(|(i, m)| new_message(&format!("messages[{i}]."), m))
             .collect::<Result<Vec<_>, _>>()?;
         let texts = messages.iter().map(|m| m.content.clone()).collect();
-        let embeddings = self.embed_with_progress(texts, &context, "appended").await?;
+        let embeddings = self
+            .embed_with_progress(texts, &context, "appended")
+            .await?;
         let embedded = embeddings.iter().all(Option::is_some);
         // Dropping the store future on cancellation rolls its transaction back.
         let scope = self.scope(&ext);
@@ -534,7 +536,9 @@ impl MnemoServer {
         let more = contexts.len() as i64 > limit;
         contexts.truncate(limit as usize);
         let next_cursor = if more {
-            contexts.last().map(|c| super::cursor::encode(c.created_at, c.id))
+            contexts
+                .last()
+                .map(|c| super::cursor::encode(c.created_at, c.id))
         } else {
             None
         };

@@ -50,6 +50,9 @@ impl Render for MemoryResult {
     }
 }
 
+// The fields of `StoreMemoryArgs` again, on purpose: they are two tools'
+// contracts, and each field's description says what that tool does with it
+// (a default when storing, "only when given" or "replaces" when updating).
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct UpdateArgs {
     /// The memory's id.

@@ -17,9 +17,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rmcp::RoleServer;
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::Peer;
-use rmcp::RoleServer;
 
 /// The logger name on every message.
 const LOGGER: &str = "mnemo";
@@ -109,7 +109,12 @@ pub(crate) async fn collecting<F: Future>(call: F) -> (F::Output, Vec<Note>) {
 }
 
 /// Sends the `notes` of `tool` that `level` lets through to `peer`.
-pub(crate) async fn send(peer: &Peer<RoleServer>, level: &SessionLevel, tool: &str, notes: Vec<Note>) {
+pub(crate) async fn send(
+    peer: &Peer<RoleServer>,
+    level: &SessionLevel,
+    tool: &str,
+    notes: Vec<Note>,
+) {
     for note in notes.into_iter().filter(|n| level.allows(n.level)) {
         let data = serde_json::json!({"tool": tool, "message": note.message});
         let param = LoggingMessageNotificationParam::new(note.level, data).with_logger(LOGGER);
@@ -141,7 +146,8 @@ mod tests {
         level.set(LoggingLevel::Debug);
         assert!(level.allows(LoggingLevel::Debug));
         assert!(
-            level.clone().allows(LoggingLevel::Warning) && !level.clone().allows(LoggingLevel::Info),
+            level.clone().allows(LoggingLevel::Warning)
+                && !level.clone().allows(LoggingLevel::Info),
             "a clone is a new session, at the default"
         );
     }

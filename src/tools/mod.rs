@@ -227,6 +227,7 @@ impl ServerHandler for MnemoServer {
         result
     }
 
+    #[allow(deprecated, reason = "MCP logging, see tools::logging")]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()

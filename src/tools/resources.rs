@@ -323,7 +323,13 @@ mod tests {
             decode_cursor("0_ana maría").unwrap(),
             (ListedKind::Profile, "ana maría".to_string())
         );
-        for bad in ["0_a\0", "1_\u{7}", &format!("0_{}", "x".repeat(257)), "2_x", "junk"] {
+        for bad in [
+            "0_a\0",
+            "1_\u{7}",
+            &format!("0_{}", "x".repeat(257)),
+            "2_x",
+            "junk",
+        ] {
             let e = decode_cursor(bad).unwrap_err();
             assert_eq!(e.code, rmcp::model::ErrorCode::INVALID_PARAMS, "{bad:?}");
             assert!(e.message.len() < 300, "{}", e.message);

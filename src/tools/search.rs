@@ -246,7 +246,11 @@ impl MnemoServer {
     ) -> ToolResult<ListResult> {
         let args = args.get("list_memories")?;
         let limit = validate::limit(args.limit, 20)?;
-        let cursor = args.cursor.as_deref().map(super::cursor::decode).transpose()?;
+        let cursor = args
+            .cursor
+            .as_deref()
+            .map(super::cursor::decode)
+            .transpose()?;
         let filter = self.filter(args.filter)?;
         let app = self.app();
         let mut memories = app
@@ -256,7 +260,9 @@ impl MnemoServer {
         let more = memories.len() as i64 > limit;
         memories.truncate(limit as usize);
         let next_cursor = if more {
-            memories.last().map(|m| super::cursor::encode(m.created_at, m.id))
+            memories
+                .last()
+                .map(|m| super::cursor::encode(m.created_at, m.id))
         } else {
             None
         };

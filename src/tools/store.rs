@@ -183,9 +183,7 @@ impl MnemoServer {
             .collect::<Result<Vec<_>, _>>()?;
         let app = self.app();
         let texts = memories.iter().map(|m| m.content.clone()).collect();
-        let embeddings = self
-            .embed_with_progress(texts, &context, "stored")
-            .await?;
+        let embeddings = self.embed_with_progress(texts, &context, "stored").await?;
         let embedded: Vec<bool> = embeddings.iter().map(Option::is_some).collect();
         let outcomes = app
             .store
