@@ -501,7 +501,7 @@ mod tests {
             for q in far {
                 for w in windows(q, now) {
                     for t in [w.start, w.end] {
-                        assert!((1800..=2300).contains(&t.year()), "{q}: {w:?}");
+                        assert!((1700..=2300).contains(&t.year()), "{q}: {w:?}");
                     }
                 }
             }
