@@ -482,4 +482,29 @@ mod tests {
             assert!(windows(q, now()).is_empty(), "{q}");
         }
     }
+
+    /// Windows go to SQL as timestamps, so even the farthest reading stays
+    /// in the years every time argument may name (0001 to 9999): named
+    /// years are 1900 to 2100 and relative spans at most 100 units.
+    #[test]
+    fn the_farthest_readings_stay_in_range() {
+        let far = [
+            "100 years ago",
+            "100 years before January 1st, 1900",
+            "100 years after December 31, 2100",
+            "the next 100 years after 2100",
+            "9999 years ago",
+            "in 0001 or 9999 or 10000",
+            "-1 year",
+        ];
+        for now in [now(), day(2100, 12, 31), day(1900, 1, 1)] {
+            for q in far {
+                for w in windows(q, now) {
+                    for t in [w.start, w.end] {
+                        assert!((1700..=2300).contains(&t.year()), "{q}: {w:?}");
+                    }
+                }
+            }
+        }
+    }
 }

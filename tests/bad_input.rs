@@ -460,6 +460,151 @@ fn any_stored_content_reads_back_exactly_or_is_refused_with_the_reason() {
     eprintln!("content round trip: {} cases", counted.get());
 }
 
+/// Time arguments as clients write them: RFC 3339 with any offset and
+/// precision, or a plain date, with years at and beyond both ends of
+/// 0001..=9999 and days that do not exist.
+fn time_text() -> impl Strategy<Value = String> {
+    let year = prop_oneof![0i32..=2, 9997i32..=9999, 0i32..=9999];
+    let offset = prop_oneof![
+        Just("Z".to_string()),
+        (any::<bool>(), 0u32..24, 0u32..60)
+            .prop_map(|(west, h, m)| format!("{}{h:02}:{m:02}", if west { '-' } else { '+' })),
+    ];
+    let fraction = prop_oneof![
+        Just(String::new()),
+        (0u32..1_000_000_000).prop_map(|n| format!(".{n:09}")),
+        (0u32..1000).prop_map(|n| format!(".{n:03}")),
+    ];
+    prop_oneof![
+        (
+            year.clone(),
+            1u32..=12,
+            1u32..=31,
+            0u32..24,
+            0u32..60,
+            0u32..60,
+            fraction,
+            offset
+        )
+            .prop_map(|(y, mo, d, h, mi, s, f, off)| {
+                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{f}{off}")
+            }),
+        (year, 1u32..=12, 1u32..=31).prop_map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}")),
+        prop::sample::select(vec![
+            "9999-12-31T23:59:59-23:59",
+            "9999-12-31T23:59:59.999999999Z",
+            "9999-12-31T00:00:00-23:59",
+            "-0001-01-01",
+            "0000-01-01",
+            "0000-12-31T23:00:00-01:00",
+            "0001-01-01T00:00:00+00:01",
+            "0001-01-01T23:59:59+23:59",
+            "+10000-01-01",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+/// What the server must make of `text`: the instant in UTC, or None when it
+/// is no time at all.
+fn instant(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        })
+}
+
+/// A tool's structured result as the client sees it.
+fn seen<T: serde::Serialize>(out: T) -> Value {
+    serde_json::to_value(out).expect("results serialise")
+}
+
+/// Every time the server accepts comes back as one it accepts again: stored
+/// as occurred_at (and expires_at when in the future), read back, written
+/// back with update_memory (with expected_updated_at as read), and used as
+/// since/until filters of list_memories and search_memories. A time outside
+/// the years 0001..=9999 in UTC is refused naming the argument and the
+/// range ("9999-12-31T23:59:59-23:59" used to be stored and read back as
+/// "+10000-01-01T23:58:59Z", which the server then refused).
+#[test]
+fn every_accepted_time_reads_back_as_one_the_server_accepts_again() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        let db = fresh_db().await;
+        in_process_server(&db).await
+    });
+    let ext = Extensions::default;
+    let now = chrono::Utc::now();
+    let counted = std::cell::Cell::new((0u32, 0u32));
+    runner(cases())
+        .run(&time_text(), |text| {
+            let (n, refused) = counted.get();
+            let user = format!("times-{n}");
+            let expected = instant(&text);
+            let in_range = expected.is_some_and(|t| (1..=9999).contains(&chrono::Datelike::year(&t)));
+            let future = expected.is_some_and(|t| t > now + chrono::Duration::minutes(10));
+            let mut args = json!({"content": format!("time case {n}"), "user_id": user, "occurred_at": text});
+            if future {
+                args["expires_at"] = json!(text);
+            }
+            rt.block_on(async {
+                let stored = server.store_memory(params(&args), ext()).await;
+                let id = match stored {
+                    Ok(out) => out.0.id.to_string(),
+                    Err(ToolError::Invalid(message)) => {
+                        prop_assert!(!in_range, "{text:?} refused: {message}");
+                        prop_assert!(message.contains("occurred_at"), "{message}");
+                        if expected.is_some() {
+                            prop_assert!(message.contains("0001 to 9999"), "{message}");
+                        }
+                        counted.set((n + 1, refused + 1));
+                        return Ok(());
+                    }
+                    Err(other) => return Err(TestCaseError::fail(format!("{text:?}: {other:?}"))),
+                };
+                prop_assert!(in_range, "{text:?} accepted, but it is {expected:?} in UTC");
+                let fail = |what: &str, e: ToolError| TestCaseError::fail(format!("{text:?}: {what}: {e}"));
+                let got = seen(server.get_memory(params(&json!({"id": id})), ext()).await.map_err(|e| fail("get", e))?.0);
+                let memory = &got["memory"];
+                let back = memory["occurred_at"].as_str().unwrap().to_string();
+                // PostgreSQL keeps microseconds.
+                let stored_at = instant(&back).expect("read back as RFC 3339");
+                let want = expected.unwrap();
+                prop_assert!((want - stored_at).abs() < chrono::Duration::microseconds(1),
+                    "{text:?} read back as {back:?}");
+                let mut update = json!({
+                    "id": id,
+                    "occurred_at": back,
+                    "expected_updated_at": memory["updated_at"],
+                });
+                if future {
+                    update["expires_at"] = memory["expires_at"].clone();
+                }
+                server.update_memory(params(&update), ext()).await.map_err(|e| fail("update", e))?;
+                let listed = seen(server.list_memories(params(&json!({"user_id": user, "since": back})), ext()).await.map_err(|e| fail("list since", e))?.0);
+                prop_assert_eq!(listed["memories"].as_array().map(Vec::len), Some(1), "since {}", back);
+                let until = seen(server.list_memories(params(&json!({"user_id": user, "until": back})), ext()).await.map_err(|e| fail("list until", e))?.0);
+                prop_assert_eq!(until["memories"].as_array().map(Vec::len), Some(0), "until {}", back);
+                server
+                    .search_memories(params(&json!({"query": "time case", "mode": "keyword", "user_id": user, "since": back})), ext())
+                    .await
+                    .map_err(|e| fail("search since", e))?;
+                counted.set((n + 1, refused));
+                Ok(())
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (n, refused) = counted.get();
+    eprintln!(
+        "times: {n} cases, {refused} refused, every accepted one read back and accepted again"
+    );
+}
+
 #[tokio::test]
 async fn arbitrary_tool_calls_over_http_never_break_the_server() {
     let db = fresh_db().await;

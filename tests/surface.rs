@@ -1,8 +1,11 @@
 //! The MCP surface beyond tools, through a real client: every resource and
 //! template, paginated `resources/list`, the `recall` and
 //! `summarize_context` prompts, completions, progress on a large append,
-//! and cancellation (`notifications/cancelled` stops a batch: nothing is
-//! written).
+//! cancellation (`notifications/cancelled` stops a batch: nothing is
+//! written), log notifications at each session's level, and values SQL
+//! cannot take (NUL, huge) answered as invalid params before any query.
+// MCP logging, which rmcp marks deprecated and mnemo offers (see tools::logging).
+#![allow(deprecated)]
 
 mod common;
 
@@ -14,12 +17,14 @@ use common::*;
 use rmcp::ServiceError;
 use rmcp::model::{
     CallToolRequestParams, ClientRequest, CompletionContext, ErrorCode, GetPromptRequestParams,
-    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
-    ReadResourceResult, Request, ResourceContents,
+    LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResult, Request,
+    ResourceContents, SetLevelRequestParams,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 
 fn text_of(result: &ReadResourceResult) -> (String, Option<String>) {
     match &result.contents[0] {
@@ -479,10 +484,47 @@ async fn completions_suggest_kinds_tags_users_and_ids() {
 /// (progress, total) of each progress notification received.
 type Seen = Arc<Mutex<Vec<(f64, Option<f64>)>>>;
 
-/// A client that records progress notifications.
+/// A client that records progress and log notifications, and the server's
+/// stderr.
 #[derive(Clone, Default)]
 struct Recorder {
     seen: Seen,
+    /// Each `notifications/message` received.
+    logs: Arc<Mutex<Vec<LoggingMessageNotificationParam>>>,
+    /// The server's stderr, line by line.
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    /// The levels of the log notifications received so far.
+    fn levels(&self) -> Vec<LoggingLevel> {
+        self.logs.lock().unwrap().iter().map(|l| l.level).collect()
+    }
+
+    /// Waits (up to a minute) until `count` log notifications came in.
+    async fn await_logs(&self, count: usize) -> Vec<LoggingMessageNotificationParam> {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let logs = self.logs.lock().unwrap().clone();
+                if logs.len() >= count {
+                    return logs;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {count} log notifications: {:?}", self.levels()))
+    }
+
+    /// The server's stderr lines logged at ERROR.
+    fn error_lines(&self) -> Vec<String> {
+        let lines = self.stderr.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains(" ERROR "))
+            .cloned()
+            .collect()
+    }
 }
 
 impl rmcp::ClientHandler for Recorder {
@@ -496,17 +538,33 @@ impl rmcp::ClientHandler for Recorder {
             .unwrap()
             .push((params.progress, params.total));
     }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.logs.lock().unwrap().push(params);
+    }
 }
 
-/// A client that records progress, connected to `cmd` (`mnemo ... serve --stdio`).
+/// A [`Recorder`] connected to `cmd` (`mnemo ... serve --stdio`).
 async fn recording_client(
     cmd: tokio::process::Command,
 ) -> (RunningService<RoleClient, Recorder>, Recorder) {
-    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
-        .stderr(std::process::Stdio::inherit())
+    let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let recorder = Recorder::default();
+    let lines = recorder.stderr.clone();
+    let mut stderr = tokio::io::BufReader::new(stderr.expect("piped stderr")).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            eprintln!("{line}");
+            lines.lock().unwrap().push(line);
+        }
+    });
     let client = tokio::time::timeout(Duration::from_secs(60), recorder.clone().serve(transport))
         .await
         .expect("initialize timed out")
@@ -678,4 +736,282 @@ async fn cancelling_a_batch_stops_it_and_writes_nothing() {
         "{done:?}"
     );
     client.cancel().await.ok();
+}
+
+/// Values no argument can hold (a NUL or other control character, far more
+/// characters than the argument takes) in completions, prompt arguments,
+/// resource URIs and listing cursors: invalid params (resource not found
+/// for a URI) with a short message, answered before any query: nothing is
+/// logged at ERROR and the server keeps serving. A NUL completion value used
+/// to reach PostgreSQL and come back as -32603 "the database is
+/// unavailable", logged at ERROR for anyone to flood the log with.
+#[tokio::test]
+async fn values_sql_cannot_take_are_refused_before_any_query() {
+    let db = fresh_db().await;
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    cmd.args(["serve", "--stdio"]);
+    let (client, recorder) = recording_client(cmd).await;
+    let huge = "x".repeat(100_000);
+    let user = |u: &str| {
+        CompletionContext::with_arguments([("user_id".to_string(), u.to_string())].into())
+    };
+    let short = |e: &rmcp::ErrorData| {
+        assert!(
+            e.message.len() < 400,
+            "{} bytes: {}",
+            e.message.len(),
+            &e.message[..400]
+        );
+    };
+    let prompt_values = [
+        ("recall", "user_id", "a\0", None),
+        ("recall", "tag", "f\0", None),
+        ("recall", "tag", "f", Some(user("a\0"))),
+        ("recall", "tag", "f", Some(user(&huge))),
+        ("recall", "user_id", huge.as_str(), None),
+        ("recall", "topic", "a\0", None),
+        ("recall", "kind", "\u{7}", None),
+        ("summarize_context", "context_id", "\0", None),
+        ("summarize_context", "context_id", huge.as_str(), None),
+    ];
+    for (prompt, arg, value, context) in prompt_values {
+        let e = protocol_error(
+            client
+                .complete_prompt_argument(prompt, arg, value, context)
+                .await,
+        );
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{prompt}.{arg}: {e:?}");
+        assert!(e.message.contains("completion/complete"), "{}", e.message);
+        short(&e);
+    }
+    for (template, arg) in [
+        ("memory://memories/{id}", "id"),
+        ("memory://contexts/{id}", "id"),
+        ("memory://users/{user_id}/profile", "user_id"),
+    ] {
+        for value in ["\0", huge.as_str()] {
+            let e = protocol_error(
+                client
+                    .complete_resource_argument(template, arg, value, None)
+                    .await,
+            );
+            assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{template}: {e:?}");
+            short(&e);
+        }
+    }
+    // A topic may hold a line break: it completes to nothing, as before.
+    let fine = client
+        .complete_prompt_argument("recall", "topic", "a\nb", None)
+        .await
+        .unwrap();
+    assert!(fine.values.is_empty());
+
+    for (prompt, args) in [
+        ("recall", json!({"topic": "a\u{0}"})),
+        ("recall", json!({"topic": "pets", "user_id": "a\u{0}"})),
+        ("recall", json!({"topic": "pets", "tag": "a\u{0}"})),
+        ("recall", json!({"topic": "pets", "kind": "a\u{0}"})),
+        ("recall", json!({"topic": "pets", "user_id": huge})),
+        ("summarize_context", json!({"context_id": "a\u{0}"})),
+        ("summarize_context", json!({"context_id": huge})),
+    ] {
+        let e = protocol_error(
+            client
+                .get_prompt(GetPromptRequestParams::new(prompt).with_arguments(arguments(args)))
+                .await,
+        );
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{prompt}: {e:?}");
+        short(&e);
+    }
+    for uri in [
+        "memory://users/a%00/profile".to_string(),
+        "memory://memories/%00".to_string(),
+        "memory://contexts/\u{0}".to_string(),
+        format!("memory://users/{huge}/profile"),
+        format!("memory://{huge}"),
+    ] {
+        let e = protocol_error(
+            client
+                .read_resource(ReadResourceRequestParams::new(uri.as_str()))
+                .await,
+        );
+        assert_eq!(e.code, ErrorCode::RESOURCE_NOT_FOUND, "{e:?}");
+        short(&e);
+    }
+    for cursor in ["0_a\u{0}", "1_\u{0}"] {
+        let e = protocol_error(
+            client
+                .list_resources(Some(
+                    PaginatedRequestParams::default().with_cursor(Some(cursor.to_string())),
+                ))
+                .await,
+        );
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{e:?}");
+    }
+
+    // Still serving, and nothing reached the database to fail there.
+    let kinds = client
+        .complete_prompt_argument("recall", "kind", "pr", None)
+        .await
+        .unwrap();
+    assert_eq!(kinds.values, vec!["preference"]);
+    assert_eq!(recorder.error_lines(), Vec::<String>::new());
+    client.cancel().await.ok();
+}
+
+/// An OpenAI-compatible embeddings endpoint that refuses every request
+/// (400, which the client does not retry): the embedding model is down.
+async fn refusing_embedder() -> String {
+    use axum::{Router, http::StatusCode, routing::post};
+    let app = Router::new().route(
+        "/v1/embeddings",
+        post(|| async { (StatusCode::BAD_REQUEST, "no model loaded") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn with_refusing_embedder(cmd: &mut tokio::process::Command, url: &str) {
+    cmd.env("MNEMO_EMBEDDER", "openai")
+        .env("MNEMO_OPENAI_BASE_URL", url)
+        .env("MNEMO_EMBEDDING_DIM", "384");
+}
+
+/// `logging/setLevel` and `notifications/message`: a memory stored without
+/// a vector is a warning, a search the embedder was needed for an error,
+/// each sent only at or above the level the session asked for.
+#[tokio::test]
+async fn log_notifications_tell_the_client_what_degraded_at_its_level() {
+    let db = fresh_db().await;
+    let url = refusing_embedder().await;
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    with_refusing_embedder(&mut cmd, &url);
+    cmd.args(["serve", "--stdio"]);
+    let (client, recorder) = recording_client(cmd).await;
+    let info = client.peer_info().expect("server info");
+    assert!(info.capabilities.logging.is_some(), "{info:?}");
+    let call = |tool: &str, args: Value| client.send_request(tool_request(tool, args));
+
+    // The default level lets warnings through.
+    call("store_memory", json!({"content": "Ana likes tea"}))
+        .await
+        .unwrap();
+    let logs = recorder.await_logs(1).await;
+    assert_eq!(logs[0].level, LoggingLevel::Warning);
+    assert_eq!(logs[0].logger.as_deref(), Some("mnemo"));
+    assert_eq!(logs[0].data["tool"], "store_memory");
+    let message = logs[0].data["message"].as_str().unwrap();
+    assert!(message.contains("without a vector"), "{message}");
+
+    // At "error", the warning is held back and the failed search is heard.
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Error))
+        .await
+        .unwrap();
+    call("store_memory", json!({"content": "Ana likes coffee"}))
+        .await
+        .unwrap();
+    call(
+        "search_memories",
+        json!({"query": "drinks", "mode": "semantic"}),
+    )
+    .await
+    .unwrap();
+    let logs = recorder.await_logs(2).await;
+    assert_eq!(
+        recorder.levels(),
+        vec![LoggingLevel::Warning, LoggingLevel::Error]
+    );
+    assert_eq!(logs[1].data["tool"], "search_memories");
+    let message = logs[1].data["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("unavailable: the embedding model is unavailable"),
+        "{message}"
+    );
+
+    // At "emergency" nothing mnemo says gets through; at "debug" all of it.
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Emergency))
+        .await
+        .unwrap();
+    call(
+        "search_memories",
+        json!({"query": "tea", "mode": "semantic"}),
+    )
+    .await
+    .unwrap();
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await
+        .unwrap();
+    let messages: Vec<Value> = (0..40)
+        .map(|i| json!({"role": "user", "content": format!("line {i}")}))
+        .collect();
+    call("append_messages", json!({"messages": messages}))
+        .await
+        .unwrap();
+    let logs = recorder.await_logs(3).await;
+    assert_eq!(
+        recorder.levels(),
+        vec![
+            LoggingLevel::Warning,
+            LoggingLevel::Error,
+            LoggingLevel::Warning
+        ],
+        "one warning for the two chunks of the append, none for the muted search"
+    );
+    assert_eq!(logs[2].data["tool"], "append_messages");
+    client.cancel().await.ok();
+}
+
+/// A client over HTTP that records log notifications.
+async fn recording_http_client(url: &str) -> (RunningService<RoleClient, Recorder>, Recorder) {
+    let recorder = Recorder::default();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_string());
+    let client = tokio::time::timeout(Duration::from_secs(30), recorder.clone().serve(transport))
+        .await
+        .expect("initialize timed out")
+        .expect("initialize failed");
+    (client, recorder)
+}
+
+/// Over HTTP each session has its own level: one session muting warnings
+/// leaves another hearing them.
+#[tokio::test]
+async fn each_http_session_keeps_its_own_log_level() {
+    let db = fresh_db().await;
+    let url = refusing_embedder().await;
+    let mut cmd = mnemo(&db, "default", Embed::Hash);
+    with_refusing_embedder(&mut cmd, &url);
+    let server = http_server(cmd).await;
+    let (quiet, quiet_logs) = recording_http_client(&server.url).await;
+    let (loud, loud_logs) = recording_http_client(&server.url).await;
+    quiet
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Error))
+        .await
+        .unwrap();
+    for (client, content) in [(&quiet, "stored quietly"), (&loud, "stored loudly")] {
+        client
+            .send_request(tool_request("store_memory", json!({"content": content})))
+            .await
+            .unwrap();
+    }
+    let logs = loud_logs.await_logs(1).await;
+    assert_eq!(logs[0].level, LoggingLevel::Warning);
+    // An error the quiet session does hear: a warning sent before it would
+    // have come first.
+    quiet
+        .send_request(tool_request(
+            "search_memories",
+            json!({"query": "stored", "mode": "semantic"}),
+        ))
+        .await
+        .unwrap();
+    quiet_logs.await_logs(1).await;
+    assert_eq!(quiet_logs.levels(), vec![LoggingLevel::Error]);
+    assert_eq!(loud_logs.levels(), vec![LoggingLevel::Warning]);
+    quiet.cancel().await.ok();
+    loud.cancel().await.ok();
 }

@@ -1,26 +1,21 @@
 //! The default embedding provider: all-MiniLM-L6-v2 run in-process on the CPU
 //! with candle.
 //!
-//! This module owns loading the model files (weights, tokenizer, config),
-//! tokenising and batching input texts, and reproducing the
-//! sentence-transformers pipeline for this model: BERT, mean pooling over the
-//! attention mask, then L2 normalisation. Inference is CPU-bound, so the async
-//! [`Embedder::embed`] hands the work to tokio's blocking pool.
+//! This module owns loading the model files (weights, tokenizer, config) and
+//! the forward pass: BERT, summed over the attention mask. Batching, mean
+//! pooling, normalisation and running on tokio's blocking pool are shared
+//! with the ONNX backend ([`super::bert`]).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use futures::future::BoxFuture;
 use tokenizers::Tokenizer;
 
-use super::{EmbedError, Embedder, MAX_SEQ_LEN};
-
-/// Name recorded next to stored vectors.
-const MODEL_ID: &str = "all-MiniLM-L6-v2";
+use super::bert::{Local, Model};
+use super::{EmbedError, MAX_SEQ_LEN};
 
 /// Texts per forward pass: large enough to keep the matrix multiplies
 /// efficient, small enough that one long text does not pad many short ones.
@@ -32,22 +27,11 @@ const CONFIG_FILE: &str = "config.json";
 
 const SETUP_HINT: &str = "run scripts/setup.sh or set MNEMO_MODEL_DIR";
 
-/// all-MiniLM-L6-v2 on the CPU. Cloning is cheap and shares the loaded model.
-#[derive(Clone)]
-pub struct LocalEmbedder {
-    inner: Arc<Inner>,
-}
+/// all-MiniLM-L6-v2 on the CPU with candle.
+pub type LocalEmbedder = Local<Candle>;
 
-impl std::fmt::Debug for LocalEmbedder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalEmbedder")
-            .field("model_id", &MODEL_ID)
-            .field("dim", &self.inner.dim)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Inner {
+/// The loaded candle model.
+pub struct Candle {
     model: BertModel,
     tokenizer: Tokenizer,
     device: Device,
@@ -55,7 +39,7 @@ struct Inner {
     pad_id: u32,
 }
 
-impl LocalEmbedder {
+impl Local<Candle> {
     /// `model_dir` holds model.safetensors, tokenizer.json, config.json.
     pub fn load(model_dir: &Path) -> Result<Self, EmbedError> {
         let missing: Vec<&str> = [WEIGHTS_FILE, TOKENIZER_FILE, CONFIG_FILE]
@@ -95,46 +79,37 @@ impl LocalEmbedder {
         })?;
 
         tracing::debug!(dir = %model_dir.display(), dim = config.hidden_size, "loaded local embedding model");
-        Ok(Self {
-            inner: Arc::new(Inner {
-                model,
-                tokenizer,
-                device,
-                dim: config.hidden_size,
-                pad_id,
-            }),
-        })
-    }
-
-    /// Synchronous batch embedding; blocks the calling thread for the whole
-    /// computation. Returns one unit-length vector per text, in input order.
-    pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.inner.embed(texts)
+        Ok(Local::new(Candle {
+            model,
+            tokenizer,
+            device,
+            dim: config.hidden_size,
+            pad_id,
+        }))
     }
 }
 
-impl Inner {
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        super::embed_in_passes(&self.tokenizer, texts, BATCH_SIZE, |batch| {
-            self.embed_batch(batch)
-        })
+impl Model for Candle {
+    const NAME: &'static str = "LocalEmbedder";
+
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn batch_size(&self) -> usize {
+        BATCH_SIZE
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
     }
 
     /// One forward pass over token sequences padded to the longest of them.
-    fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let rows = batch.len();
-        let width = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-        let mut input_ids = Vec::with_capacity(rows * width);
-        let mut mask = Vec::with_capacity(rows * width);
-        for seq in batch {
-            input_ids.extend_from_slice(seq);
-            input_ids.extend(std::iter::repeat_n(self.pad_id, width - seq.len()));
-            mask.extend(std::iter::repeat_n(1u32, seq.len()));
-            mask.extend(std::iter::repeat_n(0u32, width - seq.len()));
-        }
-
+    fn pass(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let padded = super::bert::pad::<u32>(batch, self.pad_id);
+        let rows = padded.rows;
         let hidden = self
-            .forward(input_ids, mask, rows, width)
+            .forward(padded.ids, padded.mask, rows, padded.width)
             .map_err(|e| EmbedError::Inference(format!("model forward pass: {e}")))?;
         if hidden.len() != rows {
             return Err(EmbedError::Inference(format!(
@@ -150,20 +125,16 @@ impl Inner {
             });
         }
 
+        // Mean over real tokens only.
         Ok(hidden
             .into_iter()
             .zip(batch)
-            .map(|(mut sum, seq)| {
-                // Mean over real tokens only. A tokenised text always has at
-                // least [CLS] and [SEP], but guard the division regardless.
-                let count = seq.len().max(1) as f32;
-                sum.iter_mut().for_each(|x| *x /= count);
-                super::normalize(&mut sum);
-                sum
-            })
+            .map(|(sum, seq)| super::bert::mean_pooled(sum, seq.len()))
             .collect())
     }
+}
 
+impl Candle {
     /// Runs BERT and returns, per row, the sum of hidden states over the
     /// positions where `mask` is 1.
     fn forward(
@@ -208,21 +179,6 @@ fn relayout_linear_weights(
         .collect()
 }
 
-impl Embedder for LocalEmbedder {
-    fn dim(&self) -> usize {
-        self.inner.dim
-    }
-
-    fn model_id(&self) -> &str {
-        MODEL_ID
-    }
-
-    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
-        let inner = Arc::clone(&self.inner);
-        Box::pin(super::off_runtime(move || inner.embed(&texts)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,8 +200,7 @@ mod tests {
 
     #[test]
     fn minilm_sanity() {
-        let e = load();
-        super::super::testkit::check_minilm(&e, |t| e.embed_sync(t));
+        super::super::testkit::check_minilm(&load());
     }
 
     #[test]
@@ -261,10 +216,6 @@ mod tests {
 
     #[tokio::test]
     async fn async_embed_matches_sync() {
-        let e = load();
-        let texts = vec!["hello world".to_string(), "second".to_string()];
-        let a = e.embed(texts.clone()).await.expect("async embedding");
-        let b = e.embed_sync(&texts).expect("sync embedding");
-        assert_eq!(a, b);
+        super::super::testkit::check_async_matches_sync(&load()).await;
     }
 }

@@ -6,6 +6,7 @@
 //! deterministic embedder for tests that are not about retrieval quality).
 //! Every provider returns L2-normalised vectors of [`Embedder::dim`] floats.
 
+pub mod bert;
 pub mod cache;
 pub mod hash;
 pub mod local;
@@ -105,36 +106,6 @@ pub(crate) async fn off_runtime<T: Send + 'static>(
             .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?,
         Err(_) => work(),
     }
-}
-
-/// Tokenises `texts` and embeds them in passes of `batch_size` by
-/// `forward` (one padded pass over token ids), returning one vector per text
-/// in input order. Attention cost grows with the padded length of a pass,
-/// so texts of similar length go together; results go back by index.
-pub(crate) fn embed_in_passes(
-    tokenizer: &tokenizers::Tokenizer,
-    texts: &[String],
-    batch_size: usize,
-    mut forward: impl FnMut(&[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError>,
-) -> Result<Vec<Vec<f32>>, EmbedError> {
-    if texts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let encodings = tokenizer
-        .encode_batch(inputs, true)
-        .map_err(|e| EmbedError::Inference(format!("tokenising: {e}")))?;
-    let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-    let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-    for chunk in order.chunks(batch_size.max(1)) {
-        let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i]).collect();
-        for (&i, v) in chunk.iter().zip(forward(&batch)?) {
-            out[i] = v;
-        }
-    }
-    Ok(out)
 }
 
 /// Scales `v` to unit length (a zero vector stays zero).

@@ -10,17 +10,15 @@
 //! candle's per-operation overhead dominates at ~10 tokens.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use futures::future::BoxFuture;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 use tokenizers::Tokenizer;
 
-use super::{EmbedError, Embedder, MAX_SEQ_LEN};
-
-const MODEL_ID: &str = "all-MiniLM-L6-v2";
+use super::bert::{Local, Model};
+use super::{EmbedError, MAX_SEQ_LEN};
 const TOKENIZER_FILE: &str = "tokenizer.json";
 const SETUP_HINT: &str =
     "run scripts/setup.sh, or set MNEMO_ONNX_MODEL, MNEMO_ONNXRUNTIME_LIB and MNEMO_MODEL_DIR";
@@ -84,23 +82,11 @@ impl Default for OnnxOptions {
     }
 }
 
-/// all-MiniLM-L6-v2 through ONNX Runtime. Cloning is cheap and shares the
-/// session.
-#[derive(Clone)]
-pub struct OnnxEmbedder {
-    inner: Arc<Inner>,
-}
+/// all-MiniLM-L6-v2 through ONNX Runtime.
+pub type OnnxEmbedder = Local<Onnx>;
 
-impl std::fmt::Debug for OnnxEmbedder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxEmbedder")
-            .field("model_id", &MODEL_ID)
-            .field("dim", &self.inner.dim)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Inner {
+/// The loaded ONNX session.
+pub struct Onnx {
     // `Session::run` takes `&mut self`. One pass at a time is what we want
     // anyway: each pass already uses every intra-op thread.
     session: Mutex<Session>,
@@ -113,7 +99,7 @@ struct Inner {
     wants_token_types: bool,
 }
 
-impl OnnxEmbedder {
+impl Local<Onnx> {
     pub fn load(files: &OnnxFiles, options: &OnnxOptions) -> Result<Self, EmbedError> {
         let missing = files.missing();
         if let Some((_, first)) = missing.first() {
@@ -182,23 +168,15 @@ impl OnnxEmbedder {
         let dim = super::local_dim(&files.tokenizer_dir);
 
         tracing::debug!(model = %files.model.display(), threads = options.threads, "loaded ONNX embedding model");
-        Ok(Self {
-            inner: Arc::new(Inner {
-                session: Mutex::new(session),
-                tokenizer,
-                dim,
-                pad_id,
-                batch_size: options.batch_size.max(1),
-                wants_token_types,
-                output_name,
-            }),
-        })
-    }
-
-    /// Synchronous batch embedding; blocks the calling thread for the whole
-    /// computation. Returns one unit-length vector per text, in input order.
-    pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.inner.embed(texts)
+        Ok(Local::new(Onnx {
+            session: Mutex::new(session),
+            tokenizer,
+            dim,
+            pad_id,
+            batch_size: options.batch_size.max(1),
+            wants_token_types,
+            output_name,
+        }))
     }
 }
 
@@ -218,29 +196,30 @@ fn init_runtime(lib: &Path) -> Result<(), EmbedError> {
     Ok(())
 }
 
-impl Inner {
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        super::embed_in_passes(&self.tokenizer, texts, self.batch_size, |batch| {
-            self.embed_batch(batch)
-        })
+impl Model for Onnx {
+    const NAME: &'static str = "OnnxEmbedder";
+
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
     }
 
     /// One forward pass over token sequences padded to the longest of them,
     /// then masked mean pooling and normalisation.
-    fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let rows = batch.len();
-        let width = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-        let mut input_ids = Vec::with_capacity(rows * width);
-        let mut mask = Vec::with_capacity(rows * width);
-        for seq in batch {
-            input_ids.extend(seq.iter().map(|&t| i64::from(t)));
-            input_ids.extend(std::iter::repeat_n(
-                i64::from(self.pad_id),
-                width - seq.len(),
-            ));
-            mask.extend(std::iter::repeat_n(1i64, seq.len()));
-            mask.extend(std::iter::repeat_n(0i64, width - seq.len()));
-        }
+    fn pass(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let super::bert::Padded {
+            ids: input_ids,
+            mask,
+            rows,
+            width,
+        } = super::bert::pad::<i64>(batch, self.pad_id);
         let infer = |what: &str, e: ort::Error| EmbedError::Inference(format!("{what}: {e}"));
         let shape = [rows as i64, width as i64];
         let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(3);
@@ -294,27 +273,9 @@ impl Inner {
                         *s += h;
                     }
                 }
-                let count = seq.len().max(1) as f32;
-                sum.iter_mut().for_each(|x| *x /= count);
-                super::normalize(&mut sum);
-                sum
+                super::bert::mean_pooled(sum, seq.len())
             })
             .collect())
-    }
-}
-
-impl Embedder for OnnxEmbedder {
-    fn dim(&self) -> usize {
-        self.inner.dim
-    }
-
-    fn model_id(&self) -> &str {
-        MODEL_ID
-    }
-
-    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
-        let inner = Arc::clone(&self.inner);
-        Box::pin(super::off_runtime(move || inner.embed(&texts)))
     }
 }
 
@@ -348,8 +309,7 @@ mod tests {
 
     #[test]
     fn onnx_minilm_sanity() {
-        let e = load();
-        super::super::testkit::check_minilm(&e, |t| e.embed_sync(t));
+        super::super::testkit::check_minilm(&load());
     }
 
     /// The int8 graph must stay interchangeable with the fp32 model: vectors
@@ -397,10 +357,6 @@ mod tests {
 
     #[tokio::test]
     async fn async_embed_matches_sync() {
-        let e = load();
-        let texts = vec!["hello world".to_string(), "second".to_string()];
-        let a = e.embed(texts.clone()).await.expect("async embedding");
-        let b = e.embed_sync(&texts).expect("sync embedding");
-        assert_eq!(a, b);
+        super::super::testkit::check_async_matches_sync(&load()).await;
     }
 }

@@ -2,7 +2,8 @@
 //! tests only): unit vectors, meaning over words, a batch equal to its texts
 //! embedded alone, input order kept, empty and over-long texts handled.
 
-use super::{EmbedError, Embedder};
+use super::Embedder;
+use super::bert::{Local, Model};
 
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -21,11 +22,9 @@ fn assert_unit(v: &[f32]) {
     assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
 }
 
-/// Runs the checks on `e`, whose synchronous batch call is `embed`.
-pub(crate) fn check_minilm(
-    e: &dyn Embedder,
-    embed: impl Fn(&[String]) -> Result<Vec<Vec<f32>>, EmbedError>,
-) {
+/// Runs the checks on `e`'s synchronous batch call.
+pub(crate) fn check_minilm<M: Model>(e: &Local<M>) {
+    let embed = |texts: &[String]| e.embed_sync(texts);
     assert_eq!(e.dim(), 384);
     assert_eq!(e.model_id(), "all-MiniLM-L6-v2");
     let one = |text: &str| {
@@ -68,4 +67,12 @@ pub(crate) fn check_minilm(
     assert!(d < 1e-4, "order mix-up: {d}");
     assert_unit(&one(""));
     assert!(embed(&[]).expect("empty batch").is_empty());
+}
+
+/// The async call (on the blocking pool) gives what the sync one does.
+pub(crate) async fn check_async_matches_sync<M: Model>(e: &Local<M>) {
+    let texts = vec!["hello world".to_string(), "second".to_string()];
+    let a = e.embed(texts.clone()).await.expect("async embedding");
+    let b = e.embed_sync(&texts).expect("sync embedding");
+    assert_eq!(a, b);
 }

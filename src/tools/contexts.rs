@@ -8,11 +8,10 @@
 //! thumb for English with GPT-style tokenizers; clients that know the real
 //! count should send it.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::Extensions;
-use rmcp::model::ProgressNotificationParam;
 use rmcp::{RoleServer, service::RequestContext, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,9 +24,6 @@ use crate::store::contexts::{
     AppendTarget, Context, Message, MessageFilter, NewMessage, Role, Window,
 };
 use crate::store::search::SearchMode;
-
-/// Embedding chunk size: one progress notification and one cancellation check per chunk.
-const EMBED_CHUNK: usize = 32;
 
 /// Tokens for `content` when the client gives no count: ceil(chars / 4).
 pub fn estimate_tokens(content: &str) -> i32 {
@@ -316,23 +312,6 @@ impl Render for SearchMessagesResult {
     }
 }
 
-fn encode_cursor(c: &Context) -> String {
-    format!("{}_{}", c.created_at.timestamp_micros(), c.id)
-}
-
-fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ToolError> {
-    let bad = || {
-        ToolError::invalid(format!(
-            "cursor {text:?} is not one this server gave out: pass next_cursor from the previous page unchanged"
-        ))
-    };
-    let (micros, id) = text.split_once('_').ok_or_else(bad)?;
-    let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
-    let id = Uuid::parse_str(id).map_err(|_| bad())?;
-    Ok((at, id))
-}
-
 fn new_message(field: &str, a: MessageArgs) -> Result<NewMessage, ToolError> {
     let content = validate::message_content(&format!("{field}content"), a.content)?;
     let optional = |name: &str, v: Option<String>| {
@@ -374,46 +353,6 @@ fn new_message(field: &str, a: MessageArgs) -> Result<NewMessage, ToolError> {
         token_count,
         model,
     })
-}
-
-impl MnemoServer {
-    /// Embeds `texts` in chunks, notifying progress (when the request asked
-    /// for it) and stopping when the client cancels. Chunks the embedder
-    /// cannot do are `None`, left to the backfill job.
-    async fn embed_with_progress(
-        &self,
-        texts: Vec<String>,
-        context: &RequestContext<RoleServer>,
-    ) -> Result<Vec<Option<Vec<f32>>>, ToolError> {
-        let n = texts.len();
-        let token = context.meta.get_progress_token();
-        let mut out: Vec<Option<Vec<f32>>> = Vec::with_capacity(n);
-        for chunk in texts.chunks(EMBED_CHUNK) {
-            if context.ct.is_cancelled() {
-                return Err(cancelled());
-            }
-            match self.app().embed_or_defer(chunk.to_vec()).await {
-                Some(v) => out.extend(v.into_iter().map(Some)),
-                None => out.extend(std::iter::repeat_with(|| None).take(chunk.len())),
-            }
-            if let Some(token) = &token {
-                let progress = ProgressNotificationParam::new(token.clone(), out.len() as f64)
-                    .with_total(n as f64)
-                    .with_message(format!("embedded {} of {n}", out.len()));
-                if let Err(e) = context.peer.notify_progress(progress).await {
-                    tracing::debug!(error = %e, "progress notification not delivered");
-                }
-            }
-        }
-        if context.ct.is_cancelled() {
-            return Err(cancelled());
-        }
-        Ok(out)
-    }
-}
-
-fn cancelled() -> ToolError {
-    ToolError::invalid("cancelled by the client; nothing was appended")
 }
 
 #[tool_router(router = contexts_router, vis = "pub(crate)")]
@@ -473,13 +412,15 @@ impl MnemoServer {
             .map(|(i, m)| new_message(&format!("messages[{i}]."), m))
             .collect::<Result<Vec<_>, _>>()?;
         let texts = messages.iter().map(|m| m.content.clone()).collect();
-        let embeddings = self.embed_with_progress(texts, &context).await?;
+        let embeddings = self
+            .embed_with_progress(texts, &context, "appended")
+            .await?;
         let embedded = embeddings.iter().all(Option::is_some);
         // Dropping the store future on cancellation rolls its transaction back.
         let scope = self.scope(&ext);
         let appended = tokio::select! {
             biased;
-            _ = context.ct.cancelled() => return Err(cancelled()),
+            _ = context.ct.cancelled() => return Err(super::batch::cancelled("appended")),
             r = app.store.append_messages(
                 &scope,
                 &target,
@@ -581,7 +522,7 @@ impl MnemoServer {
     ) -> ToolResult<ListContextsResult> {
         let a = args.get("list_contexts")?;
         let limit = validate::limit(a.limit, 20)?;
-        let cursor = a.cursor.as_deref().map(decode_cursor).transpose()?;
+        let cursor = a.cursor.as_deref().map(super::cursor::decode).transpose()?;
         let parent = a
             .parent_id
             .map(|p| validate::context_id("parent_id", &p))
@@ -595,7 +536,9 @@ impl MnemoServer {
         let more = contexts.len() as i64 > limit;
         contexts.truncate(limit as usize);
         let next_cursor = if more {
-            contexts.last().map(encode_cursor)
+            contexts
+                .last()
+                .map(|c| super::cursor::encode(c.created_at, c.id))
         } else {
             None
         };
@@ -678,16 +621,5 @@ mod tests {
         assert_eq!(estimate_tokens("abcd"), 1);
         assert_eq!(estimate_tokens("abcde"), 2);
         assert_eq!(estimate_tokens("héllo wörld!"), 3);
-    }
-
-    #[test]
-    fn cursor_round_trips_and_rejects_junk() {
-        assert!(decode_cursor("garbage").is_err());
-        assert!(decode_cursor("1_nope").is_err());
-        let id = Uuid::new_v4();
-        assert_eq!(
-            decode_cursor(&format!("1700000000000000_{id}")).unwrap().1,
-            id
-        );
     }
 }

@@ -50,6 +50,9 @@ impl Render for MemoryResult {
     }
 }
 
+// The fields of `StoreMemoryArgs` again, on purpose: they are two tools'
+// contracts, and each field's description says what that tool does with it
+// (a default when storing, "only when given" or "replaces" when updating).
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct UpdateArgs {
     /// The memory's id.
@@ -164,10 +167,16 @@ impl MnemoServer {
         let expected = validate::time("expected_updated_at", a.expected_updated_at.as_deref())?;
         let app = self.app();
         let embedding = match &patch.content {
-            Some(c) => app
-                .embed_or_defer(vec![c.clone()])
-                .await
-                .and_then(|mut v| v.pop()),
+            Some(c) => {
+                let embedding = app
+                    .embed_or_defer(vec![c.clone()])
+                    .await
+                    .and_then(|mut v| v.pop());
+                if embedding.is_none() {
+                    super::logging::embedding_deferred();
+                }
+                embedding
+            }
             None => None,
         };
         let memory = app

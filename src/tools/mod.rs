@@ -13,9 +13,12 @@
 //! writes SQL (that is the store's) and never decides the companion (that is
 //! the transport's, through [`App::scope`]).
 
+mod batch;
 mod complete;
 mod contexts;
+mod cursor;
 mod lifecycle;
+mod logging;
 pub mod output;
 mod prompts;
 mod relations;
@@ -69,6 +72,8 @@ pub struct MnemoServer {
     app: Arc<App>,
     tool_router: ToolRouter<MnemoServer>,
     prompt_router: PromptRouter<MnemoServer>,
+    /// What this session asked to hear (`logging/setLevel`).
+    log_level: logging::SessionLevel,
 }
 
 impl MnemoServer {
@@ -82,6 +87,7 @@ impl MnemoServer {
                 + Self::stats_router()
                 + Self::contexts_router(),
             prompt_router: Self::prompts_router(),
+            log_level: logging::SessionLevel::default(),
         }
     }
 
@@ -136,11 +142,12 @@ impl ServerHandler for MnemoServer {
             session_id = %header("mcp-session-id"),
             request_id = %header("x-request-id"),
         );
-        let result = self
+        let peer = context.peer.clone();
+        let call = self
             .tool_router
-            .call(ToolCallContext::new(self, request, context))
-            .instrument(span)
-            .await;
+            .call(ToolCallContext::new(self, request, context));
+        let (result, notes) = logging::collecting(call.instrument(span)).await;
+        logging::send(&peer, &self.log_level, &name, notes).await;
         let outcome = match &result {
             Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",
             Ok(_) => "ok",
@@ -151,6 +158,7 @@ impl ServerHandler for MnemoServer {
         result
     }
 
+    #[allow(deprecated, reason = "MCP logging, see tools::logging")]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -158,6 +166,7 @@ impl ServerHandler for MnemoServer {
                 .enable_resources()
                 .enable_prompts()
                 .enable_completions()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("mnemo", env!("CARGO_PKG_VERSION")))
@@ -193,6 +202,19 @@ impl ServerHandler for MnemoServer {
             .read(self.scope(&context.extensions), &request.uri)
             .await?
             .into())
+    }
+
+    /// `logging/setLevel`: the lowest level of `notifications/message` this
+    /// session receives.
+    #[allow(deprecated, reason = "MCP logging, see tools::logging")]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tracing::debug!(level = ?request.level, "client set its log level");
+        self.log_level.set(request.level);
+        Ok(())
     }
 
     async fn complete(

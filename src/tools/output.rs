@@ -68,6 +68,11 @@ impl ToolError {
 impl IntoCallToolResult for ToolError {
     fn into_call_tool_result(self) -> Result<CallToolResponse, rmcp::ErrorData> {
         let text = format!("{}: {}", self.code(), self);
+        // A dependency down is news to the client beyond this one call.
+        if let ToolError::Unavailable(_) = self {
+            #[allow(deprecated, reason = "MCP logging, see tools::logging")]
+            super::logging::note(rmcp::model::LoggingLevel::Error, text.clone());
+        }
         Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into())
     }
 }

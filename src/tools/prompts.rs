@@ -62,7 +62,8 @@ pub(crate) fn parse_kind(field: &str, value: &str) -> Result<Kind, ToolError> {
         .ok_or_else(|| {
             let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
             ToolError::invalid(format!(
-                "{field} {value:?} is not a kind of memory: use one of {}",
+                "{field} {} is not a kind of memory: use one of {}",
+                validate::shown(value),
                 names.join(", ")
             ))
         })
@@ -145,7 +146,8 @@ impl MnemoServer {
             None | Some("") => 0,
             Some(v) => v.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
                 ToolError::invalid(format!(
-                    "since_version {v:?} is not a version: use a whole number, 0 or more"
+                    "since_version {} is not a version: use a whole number, 0 or more",
+                    validate::shown(v)
                 ))
             })?,
         };

@@ -41,7 +41,8 @@ fn parse(uri: &str) -> Result<Target, ErrorData> {
     let bad = || {
         ErrorData::resource_not_found(
             format!(
-                "no resource {uri:?}: mnemo serves {MEMORY_TEMPLATE}, {CONTEXT_TEMPLATE} and {PROFILE_TEMPLATE}"
+                "no resource {}: mnemo serves {MEMORY_TEMPLATE}, {CONTEXT_TEMPLATE} and {PROFILE_TEMPLATE}",
+                validate::shown(uri)
             ),
             None,
         )
@@ -97,8 +98,12 @@ impl ToolError {
     /// The protocol error a resource read reports for this failure.
     pub(crate) fn into_resource_error(self, uri: &str) -> ErrorData {
         match self {
-            ToolError::NotFound(m) => ErrorData::resource_not_found(format!("{uri}: {m}"), None),
-            ToolError::Invalid(m) => ErrorData::invalid_params(format!("{uri}: {m}"), None),
+            ToolError::NotFound(m) => {
+                ErrorData::resource_not_found(format!("{}: {m}", validate::shown(uri)), None)
+            }
+            ToolError::Invalid(m) => {
+                ErrorData::invalid_params(format!("{}: {m}", validate::shown(uri)), None)
+            }
             other => ErrorData::internal_error(other.to_string(), None),
         }
     }
@@ -125,7 +130,8 @@ fn json(uri: &str, value: &impl Serialize) -> Result<ReadResourceResult, ErrorDa
 fn cursor_error(cursor: &str) -> ErrorData {
     ErrorData::invalid_params(
         format!(
-            "cursor {cursor:?} is not one this server gave out: pass nextCursor from the previous page unchanged"
+            "cursor {} is not one this server gave out: pass nextCursor from the previous page unchanged",
+            validate::shown(cursor)
         ),
         None,
     )
@@ -136,11 +142,17 @@ fn encode_cursor(l: &Listed) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<(ListedKind, String), ErrorData> {
-    match cursor.split_once('_') {
-        Some(("0", key)) => Ok((ListedKind::Profile, key.to_string())),
-        Some(("1", key)) => Ok((ListedKind::Context, key.to_string())),
-        _ => Err(cursor_error(cursor)),
+    let (kind, key) = match cursor.split_once('_') {
+        Some(("0", key)) => (ListedKind::Profile, key),
+        Some(("1", key)) => (ListedKind::Context, key),
+        _ => return Err(cursor_error(cursor)),
+    };
+    // A key is a user id or a context id: a NUL would reach SQL as a
+    // database error, a huge key would be compared for nothing.
+    if key.chars().count() > validate::MAX_USER_CHARS || key.chars().any(char::is_control) {
+        return Err(cursor_error(cursor));
     }
+    Ok((kind, key.to_string()))
 }
 
 impl MnemoServer {
@@ -285,7 +297,7 @@ impl MnemoServer {
 
 /// A malformed id in a URI names no resource.
 fn not_found(uri: &str, e: ToolError) -> ErrorData {
-    ErrorData::resource_not_found(format!("no resource {uri:?}: {e}"), None)
+    ErrorData::resource_not_found(format!("no resource {}: {e}", validate::shown(uri)), None)
 }
 
 #[cfg(test)]
@@ -303,5 +315,24 @@ mod tests {
         );
         assert!(parse("file:///etc/passwd").is_err());
         assert!(parse("memory://users/%zz/profile").is_err());
+    }
+
+    #[test]
+    fn listing_cursors_with_keys_sql_cannot_take_are_refused() {
+        assert_eq!(
+            decode_cursor("0_ana maría").unwrap(),
+            (ListedKind::Profile, "ana maría".to_string())
+        );
+        for bad in [
+            "0_a\0",
+            "1_\u{7}",
+            &format!("0_{}", "x".repeat(257)),
+            "2_x",
+            "junk",
+        ] {
+            let e = decode_cursor(bad).unwrap_err();
+            assert_eq!(e.code, rmcp::model::ErrorCode::INVALID_PARAMS, "{bad:?}");
+            assert!(e.message.len() < 300, "{}", e.message);
+        }
     }
 }

@@ -186,26 +186,6 @@ impl Render for ListResult {
     }
 }
 
-fn encode_cursor(m: &Memory) -> String {
-    format!("{}_{}", m.created_at.timestamp_micros(), m.id)
-}
-
-fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ToolError> {
-    let bad = || {
-        ToolError::invalid(format!(
-            "cursor {text:?} is not one this server gave out: pass next_cursor from the previous page unchanged"
-        ))
-    };
-    let (micros, id) = text.split_once('_').ok_or_else(bad)?;
-    let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let at = DateTime::from_timestamp_micros(micros)
-        // PostgreSQL's timestamps start in 4713 BC; chrono's go further back.
-        .filter(|at| chrono::Datelike::year(at) > -4712)
-        .ok_or_else(bad)?;
-    let id = Uuid::parse_str(id).map_err(|_| bad())?;
-    Ok((at, id))
-}
-
 #[tool_router(router = search_router, vis = "pub(crate)")]
 impl MnemoServer {
     /// Find a user's memories relevant to a question or topic, best first. Combines meaning
@@ -266,7 +246,11 @@ impl MnemoServer {
     ) -> ToolResult<ListResult> {
         let args = args.get("list_memories")?;
         let limit = validate::limit(args.limit, 20)?;
-        let cursor = args.cursor.as_deref().map(decode_cursor).transpose()?;
+        let cursor = args
+            .cursor
+            .as_deref()
+            .map(super::cursor::decode)
+            .transpose()?;
         let filter = self.filter(args.filter)?;
         let app = self.app();
         let mut memories = app
@@ -276,7 +260,9 @@ impl MnemoServer {
         let more = memories.len() as i64 > limit;
         memories.truncate(limit as usize);
         let next_cursor = if more {
-            memories.last().map(encode_cursor)
+            memories
+                .last()
+                .map(|m| super::cursor::encode(m.created_at, m.id))
         } else {
             None
         };
@@ -284,20 +270,5 @@ impl MnemoServer {
             memories,
             next_cursor,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_junk() {
-        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
-        let id = Uuid::new_v4();
-        let text = format!("{}_{}", at.timestamp_micros(), id);
-        assert_eq!(decode_cursor(&text).unwrap(), (at, id));
-        assert!(decode_cursor("garbage").is_err());
-        assert!(decode_cursor("12_nope").is_err());
     }
 }

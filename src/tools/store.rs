@@ -4,7 +4,6 @@
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::Extensions;
-use rmcp::model::ProgressNotificationParam;
 use rmcp::{RoleServer, service::RequestContext, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -14,9 +13,6 @@ use super::output::{Args, Out, Render, ToolError, ToolResult};
 use super::{MnemoServer, validate};
 use crate::embed::Embedder;
 use crate::store::{Kind, NewMemory};
-
-/// Embedding chunk size for batches: one progress notification per chunk.
-const EMBED_CHUNK: usize = 32;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct StoreMemoryArgs {
@@ -140,6 +136,9 @@ impl MnemoServer {
             .await
             .and_then(|mut v| v.pop());
         let embedded = embedding.is_some();
+        if !embedded {
+            super::logging::embedding_deferred();
+        }
         let outcome = app
             .store
             .insert(
@@ -183,34 +182,8 @@ impl MnemoServer {
             .map(|(i, a)| self.new_memory(&format!("memories[{i}]."), a))
             .collect::<Result<Vec<_>, _>>()?;
         let app = self.app();
-        let token = context.meta.get_progress_token();
-        let mut embeddings: Vec<Option<Vec<f32>>> = Vec::with_capacity(n);
-        for chunk in memories.chunks(EMBED_CHUNK) {
-            if context.ct.is_cancelled() {
-                return Err(ToolError::invalid(
-                    "cancelled by the client; nothing was stored",
-                ));
-            }
-            let texts = chunk.iter().map(|m| m.content.clone()).collect();
-            match app.embed_or_defer(texts).await {
-                Some(v) => embeddings.extend(v.into_iter().map(Some)),
-                None => embeddings.extend(std::iter::repeat_with(|| None).take(chunk.len())),
-            }
-            if let Some(token) = &token {
-                let progress =
-                    ProgressNotificationParam::new(token.clone(), embeddings.len() as f64)
-                        .with_total(n as f64)
-                        .with_message(format!("embedded {} of {n}", embeddings.len()));
-                if let Err(e) = context.peer.notify_progress(progress).await {
-                    tracing::debug!(error = %e, "progress notification not delivered");
-                }
-            }
-        }
-        if context.ct.is_cancelled() {
-            return Err(ToolError::invalid(
-                "cancelled by the client; nothing was stored",
-            ));
-        }
+        let texts = memories.iter().map(|m| m.content.clone()).collect();
+        let embeddings = self.embed_with_progress(texts, &context, "stored").await?;
         let embedded: Vec<bool> = embeddings.iter().map(Option::is_some).collect();
         let outcomes = app
             .store

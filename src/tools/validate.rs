@@ -1,7 +1,7 @@
 //! Argument limits and the checks that enforce them. Every message names
 //! the argument, what was wrong, and what is allowed.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::output::ToolError;
@@ -156,29 +156,67 @@ pub fn user(value: Option<String>, default: &str) -> Result<String, ToolError> {
     let chars = t.chars().count();
     if chars == 0 || chars > MAX_USER_CHARS || t.chars().any(char::is_control) {
         return Err(ToolError::invalid(format!(
-            "user_id {value:?} is not valid: use 1 to {MAX_USER_CHARS} printable characters, or leave it out for the default user"
+            "user_id {} is not valid: use 1 to {MAX_USER_CHARS} printable characters, or leave it out for the default user",
+            shown(&value)
         )));
     }
     Ok(t.to_string())
 }
 
-/// An RFC 3339 timestamp, or a plain date (taken as midnight UTC).
+/// The years a time may fall in, after conversion to UTC: RFC 3339's four
+/// digits less year 0 (1 BC, which PostgreSQL shows as "0001 BC"). A time
+/// outside comes back in a form this server refuses ("+10000-01-01...",
+/// "-0001-..."), so it is refused when it comes in.
+pub const TIME_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// Whether `t` lies in [`TIME_YEARS`].
+pub fn representable(t: &DateTime<Utc>) -> bool {
+    TIME_YEARS.contains(&t.year())
+}
+
+/// An RFC 3339 timestamp, or a plain date (taken as midnight UTC), in
+/// [`TIME_YEARS`] once converted to UTC.
 pub fn time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ToolError> {
     let Some(text) = value else {
         return Ok(None);
     };
     let text = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(Some(t.with_timezone(&Utc)));
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        });
+    match parsed {
+        Some(t) if representable(&t) => Ok(Some(t)),
+        Some(t) => Err(ToolError::invalid(format!(
+            "{field} {} is {t}: times must fall in the years 0001 to 9999 in UTC (0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z)",
+            shown(text)
+        ))),
+        None => Err(ToolError::invalid(format!(
+            "{field} {} is not a time: use RFC 3339 like 2024-05-08T13:56:00Z, or a date like 2024-05-08",
+            shown(text)
+        ))),
     }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        && let Some(t) = d.and_hms_opt(0, 0, 0)
-    {
-        return Ok(Some(t.and_utc()));
+}
+
+/// Longest piece of a bad value an error message quotes.
+const SHOWN_CHARS: usize = 80;
+
+/// `value` quoted for an error message, cut at [`SHOWN_CHARS`] characters:
+/// a 10 MB argument should not come back as a 10 MB error.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!(
+            "{:?}... ({} characters)",
+            &value[..cut],
+            value.chars().count()
+        ),
     }
-    Err(ToolError::invalid(format!(
-        "{field} {text:?} is not a time: use RFC 3339 like 2024-05-08T13:56:00Z, or a date like 2024-05-08"
-    )))
 }
 
 /// The expiry from `expires_at` or `ttl_hours` (not both); it must be in the future.
@@ -215,7 +253,8 @@ pub fn expiry(
 pub fn id(field: &str, value: &str) -> Result<Uuid, ToolError> {
     Uuid::parse_str(value.trim()).map_err(|_| {
         ToolError::invalid(format!(
-            "{field} {value:?} is not a memory id: ids are UUIDs like 5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11, as returned by store_memory or search_memories"
+            "{field} {} is not a memory id: ids are UUIDs like 5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11, as returned by store_memory or search_memories",
+            shown(value)
         ))
     })
 }
@@ -268,7 +307,8 @@ pub fn label(field: &str, value: &str) -> Result<String, ToolError> {
     let chars = t.chars().count();
     if chars == 0 || chars > MAX_LABEL_CHARS || t.chars().any(char::is_control) {
         return Err(ToolError::invalid(format!(
-            "{field} {value:?} is not valid: use 1 to {MAX_LABEL_CHARS} printable characters"
+            "{field} {} is not valid: use 1 to {MAX_LABEL_CHARS} printable characters",
+            shown(value)
         )));
     }
     Ok(t.to_string())
@@ -278,7 +318,8 @@ pub fn label(field: &str, value: &str) -> Result<String, ToolError> {
 pub fn context_id(field: &str, value: &str) -> Result<Uuid, ToolError> {
     Uuid::parse_str(value.trim()).map_err(|_| {
         ToolError::invalid(format!(
-            "{field} {value:?} is not a context id: ids are UUIDs like 5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11, as returned by append_messages or list_contexts"
+            "{field} {} is not a context id: ids are UUIDs like 5f0c6a4e-8a4b-4c1e-9d3e-2b7f1a0c9e11, as returned by append_messages or list_contexts",
+            shown(value)
         ))
     })
 }
