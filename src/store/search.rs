@@ -3,23 +3,24 @@
 //! rank fusion (RRF) in one SQL statement, spread to neighbouring memories,
 //! then weighted by importance and recency.
 //!
-//! score = (RRF + 0.45·RRF_neighbour) × (1 + 0.005·(importance − 5)/5) × (1 + 0.003·2^(−age_days/30))
-//! where RRF = Σ 1/(4 + rank) over the lists a memory appears in (the time
-//! list ranks the memories inside the query's time windows by meaning),
-//! RRF_neighbour is the best RRF of the memories stored just before or after
-//! it when both are experiences of the same user within six hours (the
-//! neighbouring turns of a conversation; 0 for other kinds),
-//! and age is
-//! measured on `occurred_at`. Neighbouring RRF ranks in the top 40 differ by
-//! at least 1%, so importance (±0.5%) and recency (up to +0.3%) only break
-//! ties between equally ranked memories: relevance always comes first. Ties
-//! left after that break on id, so equal inputs give equal orderings.
+//! score = (RRF + [`NEIGHBOUR`]·RRF_neighbour) × importance factor × recency factor,
+//! where RRF = Σ weight/([`RRF_K`] + rank) over the lists a memory appears in
+//! (the time list ranks the memories inside the query's time windows by
+//! meaning), RRF_neighbour is the best RRF of the memories stored just
+//! before or after it when both are experiences of the same user close in
+//! time (the neighbouring turns of a conversation; 0 for other kinds), and
+//! the factors (in [`search_sql`]) are a fraction of a percent: importance
+//! scales linearly around 5, recency decays with a half-life of a month on
+//! `occurred_at`. Neighbouring RRF ranks in the top 40 differ by at least
+//! 1%, more than both factors together, so they only break ties between
+//! equally ranked memories: relevance always comes first. Ties left after
+//! that break on id, so equal inputs give equal orderings.
 
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::memories::FILTER_TYPES;
+use super::filter::FILTER_TYPES;
 use super::terms::DF_CAP;
 use super::{ListFilter, MEMORY_COLUMNS, Memory, Plan, Scope, Store, StoreError, query_planned};
 use crate::timeframe::TimeWindow;
@@ -46,10 +47,11 @@ pub struct Hit {
     pub score: f64,
 }
 
-/// Candidates taken from each list before fusion (and the largest limit):
-/// a literal in the statement so the planner knows it (a `LIMIT $n` is
-/// planned as 10% of the table, which rules out the HNSW index).
-const CANDIDATES: i64 = 100;
+/// Candidates taken from each list before fusion (and the largest limit),
+/// for memories and messages alike: a literal in the statement so the
+/// planner knows it (a `LIMIT $n` is planned as 10% of the table, which
+/// rules out the HNSW index).
+pub(crate) const CANDIDATES: i64 = 100;
 /// The RRF constant k. Cormack et al. use 60; on LoCoMo a small k, which
 /// lets the top ranks of each list count for more, did best (k=60: R@10
 /// 0.585, k=20: 0.618, k=5: 0.652, k=4 with IDF: 0.728; see
@@ -65,7 +67,7 @@ const W_TIME: f64 = 1.0;
 /// Time windows holding more memories than this are not ranked as a list.
 const WINDOW_CAP: i64 = 2000;
 /// Share of an experience's score passed to the experiences stored right
-/// before and after it (within six hours of it): the turn of a conversation
+/// before and after it (close in time, see [`search_sql`]): the turn of a conversation
 /// that answers a question often sits next to the turn that matches its
 /// words. Facts, preferences, instructions and reflections stand alone.
 const NEIGHBOUR: f64 = 0.45;
@@ -288,7 +290,7 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
 /// best first. Parameters: the filter's $1..$9, $10 text, $11 N, $12
 /// lexemes, $13 their document frequencies. It needs no embedding, so it
 /// runs while the query is embedded.
-fn keyword_sql(filter: &str) -> String {
+pub(super) fn keyword_sql(filter: &str) -> String {
     let ctes = keyword_ctes(
         "memories",
         filter,
@@ -299,17 +301,17 @@ fn keyword_sql(filter: &str) -> String {
             terms: Some(("$11", "$12", "$13")),
         },
     );
-    format!("WITH {ctes} SELECT coalesce(array_agg(id ORDER BY rank), '{{}}') FROM kw")
+    format!("WITH {ctes} SELECT coalesce(array_agg(id ORDER BY rank), '{{}}') AS ids FROM kw")
 }
 
 /// The vector statement of a memory search: the ids of the memories nearest
 /// to $10, best first (ties on id). Its plan depends on the scope's size
 /// (the HNSW index for a large scope, an exact scan of a small one), so it
 /// is planned per call; it is simple enough that planning costs ~0.1 ms.
-fn semantic_sql(filter: &str, dim: usize) -> String {
+pub(super) fn semantic_sql(filter: &str, dim: usize) -> String {
     let candidates = CANDIDATES.to_string();
     format!(
-        "SELECT coalesce(array_agg(id ORDER BY dist, id), '{{}}') FROM ({}) s",
+        "SELECT coalesce(array_agg(id ORDER BY dist, id), '{{}}') AS ids FROM ({}) s",
         nearest("memories", filter, "$10", dim, "true", &candidates)
     )
 }
@@ -328,7 +330,7 @@ fn semantic_sql(filter: &str, dim: usize) -> String {
 /// Ages beyond 1,000 half-lives are taken as 1,000: 2^-1000 is already
 /// nothing, and a float8 `power` errors on underflow. Only the final page
 /// is read in full (content, access statistics).
-fn search_sql(filter: &str, dim: usize) -> String {
+pub(super) fn search_sql(filter: &str, dim: usize) -> String {
     let fusion = fusion_ctes(
         "memories",
         filter,
@@ -452,7 +454,7 @@ impl Store {
         let row = super::timed("search_keywords", client.query_one(&stmt, &params)).await?;
         Ok(KeywordHits {
             user_id: Some(user_id),
-            ids: row.get(0),
+            ids: row.try_get("ids")?,
         })
     }
 
@@ -499,7 +501,10 @@ impl Store {
                     .await?;
                 let rows =
                     query_planned(&tx, Plan::PerCall, &stmt, &values.with(&[&vector])).await?;
-                rows.first().map(|r| r.get(0)).unwrap_or_default()
+                match rows.first() {
+                    Some(row) => row.try_get("ids")?,
+                    None => Vec::new(),
+                }
             } else {
                 Vec::new()
             };
@@ -518,12 +523,35 @@ impl Store {
             query_planned(&tx, Plan::Cached, &stmt, &params).await
         })
         .await?;
-        Ok(rows
-            .iter()
-            .map(|row| Hit {
-                memory: Memory::from_row(row),
-                score: row.get(16),
+        super::read_rows(&rows, |row| {
+            Ok(Hit {
+                memory: Memory::from_row(row)?,
+                score: row.try_get("score")?,
             })
-            .collect())
+        })
+    }
+
+    /// The plan PostgreSQL chooses for the vector statement of a search of
+    /// `embedding` under `filter`, planned per call as [`Store::search`]
+    /// plans it: what `tests/store.rs` checks keeps the HNSW index.
+    #[doc(hidden)]
+    pub async fn explain_vector_search(
+        &self,
+        scope: &Scope,
+        filter: &ListFilter,
+        embedding: Vec<f32>,
+    ) -> Result<String, StoreError> {
+        let mut client = self.client().await?;
+        let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
+            return Ok(String::new());
+        };
+        let tx = client.build_transaction().read_only(true).start().await?;
+        let sql = format!("EXPLAIN {}", semantic_sql(&filter.sql(), self.embedding_dim()));
+        let stmt = tx.prepare_typed(&sql, &FILTER_TYPES).await?;
+        let values = filter.values(scope, user_id);
+        let vector = Vector::from(embedding);
+        let rows = query_planned(&tx, Plan::PerCall, &stmt, &values.with(&[&vector])).await?;
+        let lines = super::read_rows(&rows, |r| Ok(r.try_get::<_, String>("QUERY PLAN")?))?;
+        Ok(lines.join("\n"))
     }
 }
