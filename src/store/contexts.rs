@@ -16,46 +16,27 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use pgvector::Vector;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
+use std::sync::LazyLock;
+
 use super::search::{CANDIDATES, SearchMode};
+use super::sql::{Builder, Cache, Slot, Statement};
 use super::{Scope, Store, StoreError, to_vector};
 use crate::embed::Embedder;
 
-/// Who wrote a message. The variants' lowercase names are the database
-/// enum's labels (`message_role`), the JSON values and [`Role::as_str`].
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    postgres_types::ToSql,
-    postgres_types::FromSql,
-    strum::IntoStaticStr,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-#[postgres(name = "message_role", rename_all = "lowercase")]
-pub enum Role {
-    /// The person.
-    User,
-    /// The AI.
-    Assistant,
-    /// Instructions framing the conversation.
-    System,
-    /// A tool's result (needs tool_call_id).
-    Tool,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        self.into()
+labels! {
+    /// Who wrote a message.
+    pub enum Role as "message_role" {
+        /// The person.
+        User,
+        /// The AI.
+        Assistant,
+        /// Instructions framing the conversation.
+        System,
+        /// A tool's result (needs tool_call_id).
+        Tool,
     }
 }
 
@@ -558,18 +539,24 @@ impl Store {
         let mut client = client;
         let started = std::time::Instant::now();
         let tx = client.build_transaction().read_only(true).start().await?;
-        let stmt = tx.prepare_cached(&search_sql(self.embedding_dim())).await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
-            &filter.context,
-            &scope.companion_id,
-            &user_id,
-            &roles,
-            &vector,
-            &text,
-            &use_vectors,
-            &use_text,
-            &limit.min(CANDIDATES),
-        ];
+        let dim = self.embedding_dim();
+        let search = SEARCH.get(dim, || search_sql(dim));
+        let stmt = tx.prepare_cached(&search.sql).await?;
+        let limit = limit.min(CANDIDATES);
+        let params = search.values(|slot| {
+            Some(match slot {
+                Slot::Context => &filter.context,
+                Slot::Companion => &scope.companion_id,
+                Slot::User => &user_id,
+                Slot::Roles => &roles,
+                Slot::Vector => &vector,
+                Slot::Text => &text,
+                Slot::UseVector => &use_vectors,
+                Slot::UseText => &use_text,
+                Slot::Limit => &limit,
+                _ => return None,
+            })
+        })?;
         let rows = super::query_planned(&tx, super::Plan::PerCall, &stmt, &params).await?;
         crate::db::note_duration("search_messages", started);
         let hits = super::read_rows(&rows, |row| {
@@ -635,46 +622,61 @@ impl Store {
 /// Messages per backfill round.
 const EMBED_BATCH: i64 = 32;
 
-/// Parameters: $1 context (or NULL), $2 companion, $3 user, $4 roles,
-/// $5 vector, $6 text, $7 use vectors, $8 use text, $9 limit.
-/// The statement text is the prepared-statement cache key.
-pub(super) fn search_sql(dim: usize) -> String {
-    let filter = "m.companion_id = $2 AND m.deleted_at IS NULL \
-         AND ($4::text[] IS NULL OR m.role::text = ANY($4)) \
+/// The message search statement: the context to search ($1, or NULL for
+/// all of the user's), the companion ($2; [`chain!`] names them so, so they
+/// are numbered first), the user, the roles (or NULL), the query vector and
+/// text, whether to use each, and the limit.
+pub(super) fn search_sql(dim: usize) -> Statement {
+    use super::search::{FusionParams, KeywordList, KeywordParams, SemanticList, Switch};
+    let mut b = Builder::default();
+    let context = b.param(Slot::Context);
+    let companion = b.param(Slot::Companion);
+    let user = b.param(Slot::User);
+    let roles = b.param(Slot::Roles);
+    let vector = b.param(Slot::Vector);
+    let text = b.param(Slot::Text);
+    let use_vector = Switch::Param(b.param(Slot::UseVector));
+    let use_text = Switch::Param(b.param(Slot::UseText));
+    let limit = b.param(Slot::Limit);
+    let filter = format!(
+        "m.companion_id = {companion} AND m.deleted_at IS NULL \
+         AND ({roles}::text[] IS NULL OR m.role::text = ANY({roles})) \
          AND EXISTS (SELECT 1 FROM searched s WHERE s.id = m.context_id \
-                     AND (s.upto IS NULL OR m.version <= s.upto))";
-    format!(
+                     AND (s.upto IS NULL OR m.version <= s.upto))"
+    );
+    let fusion = super::search::fusion_ctes(
+        "messages",
+        &filter,
+        &FusionParams {
+            vector,
+            dim,
+            use_vector,
+            semantic: SemanticList::Inline,
+            keyword: KeywordList::Inline(KeywordParams {
+                text,
+                use_text,
+                terms: None,
+            }),
+            windows: None,
+        },
+    );
+    b.finish(format!(
         "WITH RECURSIVE {chain}, searched AS ( \
             SELECT id, upto FROM chain \
             UNION ALL \
             SELECT c.id, NULL::bigint FROM contexts c \
-            WHERE $1::uuid IS NULL AND c.companion_id = $2 AND c.user_id = $3 AND c.deleted_at IS NULL \
+            WHERE {context}::uuid IS NULL AND c.companion_id = {companion} AND c.user_id = {user} AND c.deleted_at IS NULL \
          ), {fusion} \
          SELECT {MESSAGE_COLUMNS}, c.name AS context_name, u.external_id AS user_id, f.rrf::float8 AS score \
          FROM fused f JOIN messages m ON m.id = f.id \
          JOIN contexts c ON c.id = m.context_id JOIN users u ON u.id = c.user_id \
-         ORDER BY score DESC, m.created_at DESC, m.id LIMIT $9",
+         ORDER BY score DESC, m.created_at DESC, m.id LIMIT {limit}",
         chain = chain!("NULL"),
-        fusion = super::search::fusion_ctes(
-            "messages",
-            filter,
-            &super::search::FusionParams {
-                vector: "$5",
-                dim,
-                use_vector: "$7",
-                candidates: &CANDIDATES.to_string(),
-                semantic: super::search::SemanticList::Inline,
-                keyword: super::search::KeywordList::Inline(super::search::KeywordParams {
-                    text: "$6",
-                    use_text: "$8",
-                    candidates: &CANDIDATES.to_string(),
-                    terms: None,
-                }),
-                windows: None,
-            },
-        ),
-    )
+    ))
 }
+
+/// [`search_sql`] by embedding dimension, built once.
+static SEARCH: LazyLock<Cache<usize>> = LazyLock::new(Cache::default);
 
 /// The latest version of live context `id`, if it exists in `scope`.
 async fn latest_version(

@@ -2,18 +2,15 @@
 //! kinds, tags, importance and time range, archived or not. Expired
 //! memories never pass.
 //!
-//! The statement names only the clauses in use (one prepared statement per
-//! combination), with the parameters always at $1..$9 (prepared with
-//! [`FILTER_TYPES`], so unused ones may go unmentioned). A generic plan then
-//! sees plain scope equality when no filter is set and keeps the HNSW
-//! index: the `$n IS NULL OR ...` form makes the planner guess few rows
-//! match and pick a full scan.
+//! A statement names only the clauses in use (its [`Shape`]: one prepared
+//! statement per combination), so a generic plan sees plain scope equality
+//! when no filter is set and keeps the HNSW index: the `$n IS NULL OR ...`
+//! form makes the planner guess few rows match and pick a full scan.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
-use super::sql::NOT_EXPIRED;
+use super::sql::{Builder, NOT_EXPIRED, Slot, Value};
 use super::{Kind, Scope};
 
 /// Filters shared by list and search.
@@ -29,25 +26,51 @@ pub struct ListFilter {
     pub include_archived: bool,
 }
 
-/// How many parameters the filter takes: a statement's own start at
-/// `$FILTER_PARAMS + 1`.
-pub(crate) const FILTER_PARAMS: usize = 9;
+/// Which of a filter's clauses are in use: what decides the text of its
+/// statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Shape {
+    kinds: bool,
+    tags_any: bool,
+    tags_all: bool,
+    min_importance: bool,
+    since: bool,
+    until: bool,
+    include_archived: bool,
+}
 
-/// The types of the filter's parameters $1..$9: companion, user, kinds,
-/// tags_any, tags_all, min_importance, since, until, include_archived.
-pub(crate) const FILTER_TYPES: [Type; FILTER_PARAMS] = [
-    Type::UUID,
-    Type::UUID,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::INT2,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::BOOL,
-];
+impl Shape {
+    /// The filter over `m`, with only the clauses in use, its parameters
+    /// numbered by `b`.
+    pub(crate) fn sql(self, b: &mut Builder) -> String {
+        let mut sql = format!(
+            "m.companion_id = {} AND m.user_id = {}",
+            b.param(Slot::Companion),
+            b.param(Slot::User)
+        );
+        let clauses = [
+            (self.kinds, "m.kind::text = ANY(", Slot::Kinds, ")"),
+            (self.tags_any, "m.tags && ", Slot::TagsAny, ""),
+            (self.tags_all, "m.tags @> ", Slot::TagsAll, ""),
+            (self.min_importance, "m.importance >= ", Slot::MinImportance, ""),
+            (self.since, "m.occurred_at >= ", Slot::Since, ""),
+            (self.until, "m.occurred_at < ", Slot::Until, ""),
+        ];
+        for (used, before, slot, after) in clauses {
+            if used {
+                sql.push_str(&format!(" AND {before}{}{after}", b.param(slot)));
+            }
+        }
+        if !self.include_archived {
+            sql.push_str(" AND m.archived_at IS NULL");
+        }
+        sql.push_str(" AND ");
+        sql.push_str(NOT_EXPIRED);
+        sql
+    }
+}
 
-/// The values of the filter's parameters $1..$9 for one statement.
+/// A filter's values for one call.
 pub(crate) struct FilterValues<'a> {
     filter: &'a ListFilter,
     companion: Uuid,
@@ -56,30 +79,38 @@ pub(crate) struct FilterValues<'a> {
 }
 
 impl FilterValues<'_> {
-    /// $1..$9 followed by the statement's own parameters, `rest`.
-    pub(crate) fn with<'b>(
-        &'b self,
-        rest: &[&'b (dyn ToSql + Sync)],
-    ) -> Vec<&'b (dyn ToSql + Sync)> {
+    /// The value of a filter slot; `None` for the statement's own.
+    pub(crate) fn get(&self, slot: Slot) -> Option<Value<'_>> {
         let f = self.filter;
-        let mut all: Vec<&(dyn ToSql + Sync)> = vec![
-            &self.companion,
-            &self.user,
-            &self.kinds,
-            &f.tags_any,
-            &f.tags_all,
-            &f.min_importance,
-            &f.since,
-            &f.until,
-            &f.include_archived,
-        ];
-        all.extend_from_slice(rest);
-        all
+        Some(match slot {
+            Slot::Companion => &self.companion,
+            Slot::User => &self.user,
+            Slot::Kinds => &self.kinds,
+            Slot::TagsAny => &f.tags_any,
+            Slot::TagsAll => &f.tags_all,
+            Slot::MinImportance => &f.min_importance,
+            Slot::Since => &f.since,
+            Slot::Until => &f.until,
+            _ => return None,
+        })
     }
 }
 
 impl ListFilter {
-    /// The filter's parameter values for `user` in `scope`.
+    /// Which clauses this filter uses.
+    pub(crate) fn shape(&self) -> Shape {
+        Shape {
+            kinds: self.kinds.is_some(),
+            tags_any: self.tags_any.is_some(),
+            tags_all: self.tags_all.is_some(),
+            min_importance: self.min_importance.is_some(),
+            since: self.since.is_some(),
+            until: self.until.is_some(),
+            include_archived: self.include_archived,
+        }
+    }
+
+    /// The filter's values for `user` in `scope`.
     pub(crate) fn values(&self, scope: &Scope, user: Uuid) -> FilterValues<'_> {
         FilterValues {
             filter: self,
@@ -90,27 +121,5 @@ impl ListFilter {
                 .as_ref()
                 .map(|k| k.iter().map(|k| k.as_str()).collect()),
         }
-    }
-
-    /// The filter over `m`, with only the clauses this filter uses.
-    pub(crate) fn sql(&self) -> String {
-        let mut sql = String::from("m.companion_id = $1 AND m.user_id = $2");
-        let clauses = [
-            (self.kinds.is_some(), " AND m.kind::text = ANY($3)"),
-            (self.tags_any.is_some(), " AND m.tags && $4"),
-            (self.tags_all.is_some(), " AND m.tags @> $5"),
-            (self.min_importance.is_some(), " AND m.importance >= $6"),
-            (self.since.is_some(), " AND m.occurred_at >= $7"),
-            (self.until.is_some(), " AND m.occurred_at < $8"),
-            (!self.include_archived, " AND m.archived_at IS NULL"),
-        ];
-        for (used, clause) in clauses {
-            if used {
-                sql.push_str(clause);
-            }
-        }
-        sql.push_str(" AND ");
-        sql.push_str(NOT_EXPIRED);
-        sql
     }
 }

@@ -1,13 +1,15 @@
 //! Memory rows once stored (storing is `insert`): get, list, update,
 //! archive, restore, delete and statistics, all confined to a [`Scope`].
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::filter::{FILTER_PARAMS, FILTER_TYPES};
+use super::filter::Shape;
 pub use super::insert::content_hash;
+use super::sql::{Builder, Cache, MEMORY_COLUMNS, Slot, Statement};
 use super::{
     Kind, ListFilter, Memory, Scope, Store, StoreError, read_rows, retry_on_conflict, to_vector,
 };
@@ -54,36 +56,30 @@ const GET_SQL: &str = concat!(
     not_expired!()
 );
 
-/// Parameters: the filter's $1..$9, then $10 and $11 the cursor, $12 the
-/// limit.
-const LIST_TYPES: [Type; FILTER_PARAMS + 3] = {
-    let mut types = [Type::INT8; FILTER_PARAMS + 3];
-    let mut i = 0;
-    while i < FILTER_PARAMS {
-        types[i] = FILTER_TYPES[i];
-        i += 1;
-    }
-    types[FILTER_PARAMS] = Type::TIMESTAMPTZ;
-    types[FILTER_PARAMS + 1] = Type::UUID;
-    types
-};
-
-/// The list statement for `filter`, after a cursor or not: the text names
-/// only what is in use (see [`ListFilter::sql`]).
-pub(crate) fn list_sql(filter: &ListFilter, after_cursor: bool) -> String {
+/// The list statement for filters of `shape`, after a cursor or not: the
+/// text names only what is in use (see [`Shape`]).
+pub(crate) fn list_sql(shape: Shape, after_cursor: bool) -> Statement {
+    let mut b = Builder::default();
+    let filter = shape.sql(&mut b);
     let cursor = if after_cursor {
-        " AND (m.created_at, m.id) < ($10, $11)"
+        format!(
+            " AND (m.created_at, m.id) < ({}, {})",
+            b.param(Slot::CursorAt),
+            b.param(Slot::CursorId)
+        )
     } else {
-        ""
+        String::new()
     };
-    format!(
-        "SELECT {columns} FROM memories m JOIN users u ON u.id = m.user_id \
+    let limit = b.param(Slot::Limit);
+    b.finish(format!(
+        "SELECT {MEMORY_COLUMNS} FROM memories m JOIN users u ON u.id = m.user_id \
          WHERE {filter}{cursor} \
-         ORDER BY m.created_at DESC, m.id DESC LIMIT $12",
-        columns = super::MEMORY_COLUMNS,
-        filter = filter.sql(),
-    )
+         ORDER BY m.created_at DESC, m.id DESC LIMIT {limit}"
+    ))
 }
+
+/// [`list_sql`]'s statements, built once each.
+static LIST: LazyLock<Cache<(Shape, bool)>> = LazyLock::new(Cache::default);
 
 const UPDATE_SQL: &str = concat!(
     "UPDATE memories AS m SET \
@@ -177,19 +173,21 @@ impl Store {
         let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
             return Ok(Vec::new());
         };
-        let stmt = client
-            .prepare_typed_cached(&list_sql(filter, cursor.is_some()), &LIST_TYPES)
-            .await?;
+        let (shape, after) = (filter.shape(), cursor.is_some());
+        let list = LIST.get((shape, after), || list_sql(shape, after));
+        let stmt = client.prepare_cached(&list.sql).await?;
         let (cursor_at, cursor_id) = match cursor {
             Some((at, id)) => (Some(at), Some(id)),
             None => (None, None),
         };
         let values = filter.values(scope, user_id);
-        let rows = super::timed(
-            "list_memories",
-            client.query(&stmt, &values.with(&[&cursor_at, &cursor_id, &limit])),
-        )
-        .await?;
+        let params = list.values(|slot| match slot {
+            Slot::CursorAt => Some(&cursor_at),
+            Slot::CursorId => Some(&cursor_id),
+            Slot::Limit => Some(&limit),
+            filter => values.get(filter),
+        })?;
+        let rows = super::timed("list_memories", client.query(&stmt, &params)).await?;
         read_rows(&rows, Memory::from_row)
     }
 
@@ -205,28 +203,8 @@ impl Store {
         model: &str,
         expected_updated_at: Option<DateTime<Utc>>,
     ) -> Result<Memory, StoreError> {
-        retry_on_conflict(|| {
-            self.update_once(
-                scope,
-                id,
-                patch,
-                embedding.clone(),
-                model,
-                expected_updated_at,
-            )
-        })
-        .await
-    }
-
-    async fn update_once(
-        &self,
-        scope: &Scope,
-        id: Uuid,
-        patch: &MemoryPatch,
-        embedding: Option<Vec<f32>>,
-        model: &str,
-        expected_updated_at: Option<DateTime<Utc>>,
-    ) -> Result<Memory, StoreError> {
+        let embedding = &embedding;
+        retry_on_conflict(|| async move {
         let client = self.client().await?;
         let stmt = client.prepare_cached(UPDATE_SQL).await?;
         let hash = patch.content.as_deref().map(content_hash);
@@ -252,7 +230,7 @@ impl Store {
                     &patch.occurred_at,
                     &set_expiry,
                     &expiry,
-                    &to_vector(embedding),
+                    &to_vector(embedding.clone()),
                     &has_embedding.then_some(model),
                     &expected_updated_at,
                 ],
@@ -271,6 +249,8 @@ impl Store {
             Some(row) => Memory::from_row(&row),
             None => Err(self.why_unchanged(scope, id, expected_updated_at).await),
         }
+        })
+        .await
     }
 
     /// Archives a memory (hidden from search and lists unless asked for).

@@ -39,7 +39,7 @@ mod terms;
 use chrono::{DateTime, Utc};
 use pgvector::Vector;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::{Db, DbError};
@@ -47,7 +47,6 @@ use crate::db::{Db, DbError};
 pub use filter::ListFilter;
 pub use insert::{NewMemory, StoreOutcome};
 pub use memories::MemoryPatch;
-pub(crate) use sql::MEMORY_COLUMNS;
 
 /// What went wrong in the store, in terms a tool can pass on.
 #[derive(Debug, thiserror::Error)]
@@ -164,86 +163,42 @@ pub struct Scope {
     pub companion_id: Uuid,
 }
 
-/// What a memory is. The variants' lowercase names are the database enum's
-/// labels (`memory_kind`), the JSON values and [`Kind::as_str`].
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    postgres_types::ToSql,
-    postgres_types::FromSql,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-#[postgres(name = "memory_kind", rename_all = "lowercase")]
-pub enum Kind {
-    /// Something true about the user or the world ("Ana is vegetarian").
-    Fact,
-    /// Something that happened ("we debugged the VPN together on Monday").
-    Experience,
-    /// A like or dislike ("prefers short answers").
-    Preference,
-    /// A standing instruction ("always answer in Spanish").
-    Instruction,
-    /// The companion's own conclusion or insight.
-    Reflection,
+labels! {
+    /// What a memory is.
+    pub enum Kind as "memory_kind" {
+        /// Something true about the user or the world ("Ana is vegetarian").
+        Fact,
+        /// Something that happened ("we debugged the VPN together on Monday").
+        Experience,
+        /// A like or dislike ("prefers short answers").
+        Preference,
+        /// A standing instruction ("always answer in Spanish").
+        Instruction,
+        /// The companion's own conclusion or insight.
+        Reflection,
+    }
 }
 
 impl Kind {
     /// Every kind, in declaration order.
     pub const ALL: &[Kind] = <Kind as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
 }
 
-/// How two memories are linked. The variants' lowercase names are the
-/// database enum's labels (`relation_kind`), the JSON values and
-/// [`Relation::as_str`].
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    postgres_types::ToSql,
-    postgres_types::FromSql,
-    strum::IntoStaticStr,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-#[postgres(name = "relation_kind", rename_all = "lowercase")]
-pub enum Relation {
-    /// `to` happened after `from`, or continues it.
-    Follows,
-    /// The two cannot both be true.
-    Contradicts,
-    /// `from` adds detail to `to`.
-    Elaborates,
-    /// `from` corrects `to`.
-    Corrects,
-    /// `from` mentions `to`.
-    References,
-    /// `from` caused `to`.
-    Causes,
-}
-
-impl Relation {
-    pub fn as_str(self) -> &'static str {
-        self.into()
+labels! {
+    /// How two memories are linked.
+    pub enum Relation as "relation_kind" {
+        /// `to` happened after `from`, or continues it.
+        Follows,
+        /// The two cannot both be true.
+        Contradicts,
+        /// `from` adds detail to `to`.
+        Elaborates,
+        /// `from` corrects `to`.
+        Corrects,
+        /// `from` mentions `to`.
+        References,
+        /// `from` caused `to`.
+        Causes,
     }
 }
 

@@ -96,17 +96,7 @@ impl Store {
         relation: Relation,
         strength: f32,
     ) -> Result<Related, StoreError> {
-        retry_on_conflict(|| self.relate_once(scope, from, to, relation, strength)).await
-    }
-
-    async fn relate_once(
-        &self,
-        scope: &Scope,
-        from: Uuid,
-        to: Uuid,
-        relation: Relation,
-        strength: f32,
-    ) -> Result<Related, StoreError> {
+        retry_on_conflict(|| async move {
         let client = self.client().await?;
         // Relating again with the same strength changes nothing, not even
         // updated_at (the update trigger would touch it): re-imports and
@@ -149,6 +139,8 @@ impl Store {
                 Err(StoreError::NotFound(missing.unwrap_or(from)))
             }
         }
+        })
+        .await
     }
 
     /// Memories linked to `start` within `depth` hops, nearest first; with

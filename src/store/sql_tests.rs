@@ -5,18 +5,26 @@
 
 use chrono::{TimeZone, Utc};
 
+use super::sql::Statement;
 use super::{Kind, ListFilter};
 
 /// The embedding dimension of the default model.
 const DIM: usize = 384;
 
-/// One statement per line group, for readable diffs.
-fn pretty(sql: &str) -> String {
-    sqlformat::format(
-        sql,
+/// The statement's parameters, then its text laid out for readable diffs.
+fn show(statement: &Statement) -> String {
+    let params: Vec<String> = statement
+        .slots()
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| format!("${} {slot:?}", i + 1))
+        .collect();
+    let sql = sqlformat::format(
+        &statement.sql,
         &sqlformat::QueryParams::None,
         &sqlformat::FormatOptions::default(),
-    )
+    );
+    format!("-- {}\n{sql}", params.join(", "))
 }
 
 fn no_filter() -> ListFilter {
@@ -41,10 +49,10 @@ fn every_filter() -> ListFilter {
 
 #[test]
 fn keyword_statement() {
-    insta::assert_snapshot!("keyword", pretty(&super::search::keyword_sql(&no_filter().sql())));
+    insta::assert_snapshot!("keyword", show(&super::search::keyword_sql(no_filter().shape())));
     insta::assert_snapshot!(
         "keyword_filtered",
-        pretty(&super::search::keyword_sql(&every_filter().sql()))
+        show(&super::search::keyword_sql(every_filter().shape()))
     );
 }
 
@@ -52,11 +60,11 @@ fn keyword_statement() {
 fn vector_list_statement() {
     insta::assert_snapshot!(
         "semantic",
-        pretty(&super::search::semantic_sql(&no_filter().sql(), DIM))
+        show(&super::search::semantic_sql(no_filter().shape(), DIM))
     );
     insta::assert_snapshot!(
         "semantic_filtered",
-        pretty(&super::search::semantic_sql(&every_filter().sql(), DIM))
+        show(&super::search::semantic_sql(every_filter().shape(), DIM))
     );
 }
 
@@ -66,24 +74,24 @@ fn vector_list_statement() {
 fn fusion_statement() {
     insta::assert_snapshot!(
         "fusion",
-        pretty(&super::search::search_sql(&no_filter().sql(), DIM))
+        show(&super::search::search_sql(no_filter().shape(), DIM))
     );
     insta::assert_snapshot!(
         "fusion_filtered",
-        pretty(&super::search::search_sql(&every_filter().sql(), DIM))
+        show(&super::search::search_sql(every_filter().shape(), DIM))
     );
 }
 
 #[test]
 fn message_search_statement() {
-    insta::assert_snapshot!("messages", pretty(&super::contexts::search_sql(DIM)));
+    insta::assert_snapshot!("messages", show(&super::contexts::search_sql(DIM)));
 }
 
 #[test]
 fn list_statement() {
-    insta::assert_snapshot!("list", pretty(&super::memories::list_sql(&no_filter(), false)));
+    insta::assert_snapshot!("list", show(&super::memories::list_sql(no_filter().shape(), false)));
     insta::assert_snapshot!(
         "list_filtered_after_cursor",
-        pretty(&super::memories::list_sql(&every_filter(), true))
+        show(&super::memories::list_sql(every_filter().shape(), true))
     );
 }
