@@ -90,15 +90,15 @@ const INSERT_SQL: &str = concat!(
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13, \
         coalesce($14, nextval(pg_get_serial_sequence('memories', 'seq')))) ",
     on_conflict!(),
-    " RETURNING id), ",
+    " RETURNING id, expires_at), ",
     reset_access!(),
-    " SELECT id FROM ins"
+    " SELECT id, expires_at FROM ins"
 );
 
 /// A batch's rows in one statement, one array per column ($2 the model,
 /// for the rows with an embedding), written in array order. Tags travel as
 /// JSON arrays: PostgreSQL has no array of arrays of different lengths.
-/// Returns the key of each row written, new or revived.
+/// Returns the key and expiry of each row written, new or revived.
 const INSERT_MANY_SQL: &str = concat!(
     "WITH ins AS (",
     insert_columns!(),
@@ -113,9 +113,9 @@ const INSERT_MANY_SQL: &str = concat!(
              occurred_at, expires_at, seq, ord) \
      ORDER BY r.ord ",
     on_conflict!(),
-    " RETURNING id, user_id, content_hash), ",
+    " RETURNING id, user_id, content_hash, expires_at), ",
     reset_access!(),
-    " SELECT id, user_id, content_hash FROM ins"
+    " SELECT id, user_id, content_hash, expires_at FROM ins"
 );
 
 /// The live twins of the keys `k(user_id, hash, expires_at)`, each given
@@ -316,7 +316,7 @@ async fn insert_one(
             return Ok(StoreOutcome {
                 id: row.try_get("id")?,
                 created: true,
-                expires_at,
+                expires_at: row.try_get("expires_at")?,
             });
         }
         if let Some(row) = client
@@ -412,7 +412,7 @@ async fn insert_many(
     let mut ids: HashMap<Key, (Uuid, bool, Option<DateTime<Utc>>)> = HashMap::new();
     for r in &returned {
         let key = (r.try_get("user_id")?, r.try_get("content_hash")?);
-        ids.insert(key, (r.try_get("id")?, true, None));
+        ids.insert(key, (r.try_get("id")?, true, r.try_get("expires_at")?));
     }
     let missing: Vec<&BatchRow> = written
         .iter()
@@ -438,14 +438,9 @@ async fn insert_many(
     for row in written {
         let found = ids.get(&(row.user_id, row.new.hash.to_vec())).copied();
         out[row.index] = Some(match found {
-            Some((id, true, _)) => StoreOutcome {
+            Some((id, created, expires_at)) => StoreOutcome {
                 id,
-                created: true,
-                expires_at: row.new.expires_at,
-            },
-            Some((id, false, expires_at)) => StoreOutcome {
-                id,
-                created: false,
+                created,
                 expires_at,
             },
             // The twin was archived or deleted in between: try this one alone.
