@@ -71,9 +71,14 @@ async fn storing_a_memory_again_keeps_the_later_expiry() {
     assert_eq!(stored_expiry(&db, &id).await, Some(expiry));
     let longer = store("Ana's parcel arrives soon", Some(96.0)).await;
     let extended = stored_expiry(&db, &id).await.unwrap();
-    assert!(extended > expiry + chrono::Duration::hours(47), "{extended} vs {expiry}");
+    assert!(
+        extended > expiry + chrono::Duration::hours(47),
+        "{extended} vs {expiry}"
+    );
     assert_eq!(
-        longer["expires_at"].as_str().map(|s| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        longer["expires_at"]
+            .as_str()
+            .map(|s| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
         Some(extended)
     );
 
@@ -99,7 +104,10 @@ async fn storing_a_memory_again_keeps_the_later_expiry() {
     assert_eq!(results[2]["id"], results[1]["id"]);
     assert_eq!(results[1]["expires_at"], Value::Null, "{batch}");
     assert_eq!(results[2]["expires_at"], Value::Null, "{batch}");
-    assert_eq!(stored_expiry(&db, results[1]["id"].as_str().unwrap()).await, None);
+    assert_eq!(
+        stored_expiry(&db, results[1]["id"].as_str().unwrap()).await,
+        None
+    );
     client.cancel().await.ok();
 }
 
@@ -128,7 +136,11 @@ async fn a_companion_name_with_control_characters_is_refused() {
         assert!(out.stdout.is_empty(), "no key printed for {name:?}");
     }
     let sql = db.sql().await;
-    let keys: i64 = sql.query_one("SELECT count(*) FROM api_keys", &[]).await.unwrap().get(0);
+    let keys: i64 = sql
+        .query_one("SELECT count(*) FROM api_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(keys, 0);
     let bad: i64 = sql
         .query_one(
@@ -146,7 +158,11 @@ async fn a_companion_name_with_control_characters_is_refused() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]

@@ -139,11 +139,8 @@ impl Store {
         prefix: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        self.complete(
-            USERS_SQL,
-            &[&scope.companion_id, &prefix, &limit],
-        )
-        .await
+        self.complete(USERS_SQL, &[&scope.companion_id, &prefix, &limit])
+            .await
     }
 
     /// Tags on live memories (of `user`, if given) starting with `prefix`.
@@ -154,11 +151,8 @@ impl Store {
         user: Option<&str>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        self.complete(
-            TAGS_SQL,
-            &[&scope.companion_id, &prefix, &limit, &user],
-        )
-        .await
+        self.complete(TAGS_SQL, &[&scope.companion_id, &prefix, &limit, &user])
+            .await
     }
 
     /// Ids of live contexts whose id or name starts with `prefix`, most recently used first.
@@ -168,11 +162,8 @@ impl Store {
         prefix: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        self.complete(
-            CONTEXT_IDS_SQL,
-            &[&scope.companion_id, &prefix, &limit],
-        )
-        .await
+        self.complete(CONTEXT_IDS_SQL, &[&scope.companion_id, &prefix, &limit])
+            .await
     }
 
     /// Ids of live memories starting with `prefix`, newest first.
@@ -182,11 +173,8 @@ impl Store {
         prefix: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        self.complete(
-            MEMORY_IDS_SQL,
-            &[&scope.companion_id, &prefix, &limit],
-        )
-        .await
+        self.complete(MEMORY_IDS_SQL, &[&scope.companion_id, &prefix, &limit])
+            .await
     }
 
     /// Runs a completion query ($1 companion, $2 prefix, $3 limit, ...)

@@ -52,7 +52,12 @@ impl Shape {
             (self.kinds, "m.kind::text = ANY(", Slot::Kinds, ")"),
             (self.tags_any, "m.tags && ", Slot::TagsAny, ""),
             (self.tags_all, "m.tags @> ", Slot::TagsAll, ""),
-            (self.min_importance, "m.importance >= ", Slot::MinImportance, ""),
+            (
+                self.min_importance,
+                "m.importance >= ",
+                Slot::MinImportance,
+                "",
+            ),
             (self.since, "m.occurred_at >= ", Slot::Since, ""),
             (self.until, "m.occurred_at < ", Slot::Until, ""),
         ];

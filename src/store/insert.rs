@@ -421,13 +421,12 @@ async fn insert_many(
     if !missing.is_empty() {
         // The rest met a live twin: return it, as a single store does.
         let stmt = client.prepare_cached(TWINS_SQL).await?;
-        let keys: (Vec<Uuid>, Vec<&[u8]>, Vec<Option<DateTime<Utc>>>) = (
-            missing.iter().map(|r| r.user_id).collect(),
-            missing.iter().map(|r| r.new.hash).collect(),
-            missing.iter().map(|r| r.new.expires_at).collect(),
-        );
+        let users: Vec<Uuid> = missing.iter().map(|r| r.user_id).collect();
+        let hashes: Vec<&[u8]> = missing.iter().map(|r| r.new.hash).collect();
+        let expiries: Vec<Option<DateTime<Utc>>> =
+            missing.iter().map(|r| r.new.expires_at).collect();
         for r in client
-            .query(&stmt, &[&scope.companion_id, &keys.0, &keys.1, &keys.2])
+            .query(&stmt, &[&scope.companion_id, &users, &hashes, &expiries])
             .await?
         {
             let key = (r.try_get("user_id")?, r.try_get("content_hash")?);

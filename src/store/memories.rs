@@ -205,50 +205,50 @@ impl Store {
     ) -> Result<Memory, StoreError> {
         let embedding = &embedding;
         retry_on_conflict(|| async move {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(UPDATE_SQL).await?;
-        let hash = patch.content.as_deref().map(content_hash);
-        let (set_expiry, expiry) = match patch.expires_at {
-            Some(e) => (true, e),
-            None => (false, None),
-        };
-        let has_embedding = embedding.is_some();
-        let result = super::timed(
-            "update_memory",
-            client.query_opt(
-                &stmt,
-                &[
-                    &id,
-                    &scope.companion_id,
-                    &patch.content,
-                    &hash,
-                    &patch.kind,
-                    &patch.importance,
-                    &patch.confidence,
-                    &patch.tags,
-                    &patch.metadata,
-                    &patch.occurred_at,
-                    &set_expiry,
-                    &expiry,
-                    &to_vector(embedding.clone()),
-                    &has_embedding.then_some(model),
-                    &expected_updated_at,
-                ],
-            ),
-        )
-        .await;
-        let row = match result {
-            Ok(row) => row,
-            Err(e) if is_unique_violation(&e) => {
-                let twin = self.live_twin(scope, id, patch.content.as_deref()).await?;
-                return Err(StoreError::DuplicateContent(twin.unwrap_or(id)));
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(UPDATE_SQL).await?;
+            let hash = patch.content.as_deref().map(content_hash);
+            let (set_expiry, expiry) = match patch.expires_at {
+                Some(e) => (true, e),
+                None => (false, None),
+            };
+            let has_embedding = embedding.is_some();
+            let result = super::timed(
+                "update_memory",
+                client.query_opt(
+                    &stmt,
+                    &[
+                        &id,
+                        &scope.companion_id,
+                        &patch.content,
+                        &hash,
+                        &patch.kind,
+                        &patch.importance,
+                        &patch.confidence,
+                        &patch.tags,
+                        &patch.metadata,
+                        &patch.occurred_at,
+                        &set_expiry,
+                        &expiry,
+                        &to_vector(embedding.clone()),
+                        &has_embedding.then_some(model),
+                        &expected_updated_at,
+                    ],
+                ),
+            )
+            .await;
+            let row = match result {
+                Ok(row) => row,
+                Err(e) if is_unique_violation(&e) => {
+                    let twin = self.live_twin(scope, id, patch.content.as_deref()).await?;
+                    return Err(StoreError::DuplicateContent(twin.unwrap_or(id)));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match row {
+                Some(row) => Memory::from_row(&row),
+                None => Err(self.why_unchanged(scope, id, expected_updated_at).await),
             }
-            Err(e) => return Err(e.into()),
-        };
-        match row {
-            Some(row) => Memory::from_row(&row),
-            None => Err(self.why_unchanged(scope, id, expected_updated_at).await),
-        }
         })
         .await
     }

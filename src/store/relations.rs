@@ -97,48 +97,51 @@ impl Store {
         strength: f32,
     ) -> Result<Related, StoreError> {
         retry_on_conflict(|| async move {
-        let client = self.client().await?;
-        // Relating again with the same strength changes nothing, not even
-        // updated_at (the update trigger would touch it): re-imports and
-        // retried calls stay idempotent.
-        let same = client.prepare_cached(SAME_SQL).await?;
-        if let Some(row) = client
-            .query_opt(
-                &same,
-                &[&scope.companion_id, &from, &to, &relation, &strength],
-            )
-            .await?
-        {
-            return Ok(Related {
-                id: row.try_get("id")?,
-                created: false,
-            });
-        }
-        let stmt = client.prepare_cached(RELATE_SQL).await?;
-        let row = match client
-            .query_opt(
-                &stmt,
-                &[&scope.companion_id, &from, &to, &relation, &strength],
-            )
-            .await
-        {
-            Ok(row) => row,
-            // One of the two was deleted between our read and the foreign-key check.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
-                None
+            let client = self.client().await?;
+            // Relating again with the same strength changes nothing, not even
+            // updated_at (the update trigger would touch it): re-imports and
+            // retried calls stay idempotent.
+            let same = client.prepare_cached(SAME_SQL).await?;
+            if let Some(row) = client
+                .query_opt(
+                    &same,
+                    &[&scope.companion_id, &from, &to, &relation, &strength],
+                )
+                .await?
+            {
+                return Ok(Related {
+                    id: row.try_get("id")?,
+                    created: false,
+                });
             }
-            Err(e) => return Err(e.into()),
-        };
-        match row {
-            Some(row) => Ok(Related {
-                id: row.try_get("id")?,
-                created: row.try_get("created")?,
-            }),
-            None => {
-                let missing = self.first_missing(scope, &[from, to]).await?;
-                Err(StoreError::NotFound(missing.unwrap_or(from)))
+            let stmt = client.prepare_cached(RELATE_SQL).await?;
+            let row = match client
+                .query_opt(
+                    &stmt,
+                    &[&scope.companion_id, &from, &to, &relation, &strength],
+                )
+                .await
+            {
+                Ok(row) => row,
+                // One of the two was deleted between our read and the foreign-key check.
+                Err(e)
+                    if e.code()
+                        == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match row {
+                Some(row) => Ok(Related {
+                    id: row.try_get("id")?,
+                    created: row.try_get("created")?,
+                }),
+                None => {
+                    let missing = self.first_missing(scope, &[from, to]).await?;
+                    Err(StoreError::NotFound(missing.unwrap_or(from)))
+                }
             }
-        }
         })
         .await
     }

@@ -38,7 +38,6 @@ macro_rules! memory_columns {
     };
 }
 
-
 /// Declares an enum that crosses every boundary under one spelling: each
 /// variant's lowercase name is its label in the database enum `$pg`, its
 /// JSON value and its `as_str`.
@@ -192,7 +191,9 @@ impl Statement {
 
 /// Generated statements by what decides their text (the filters in use,
 /// the embedding dimension), each built once.
-pub(crate) struct Cache<K>(std::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<Statement>>>);
+pub(crate) struct Cache<K>(
+    std::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<Statement>>>,
+);
 
 impl<K> Default for Cache<K> {
     fn default() -> Self {
@@ -202,7 +203,11 @@ impl<K> Default for Cache<K> {
 
 impl<K: std::hash::Hash + Eq> Cache<K> {
     /// The statement for `key`, built by `build` the first time.
-    pub(crate) fn get(&self, key: K, build: impl FnOnce() -> Statement) -> std::sync::Arc<Statement> {
+    pub(crate) fn get(
+        &self,
+        key: K,
+        build: impl FnOnce() -> Statement,
+    ) -> std::sync::Arc<Statement> {
         // A plain map stays usable even if a holder panicked.
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(key)

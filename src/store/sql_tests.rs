@@ -49,7 +49,10 @@ fn every_filter() -> ListFilter {
 
 #[test]
 fn keyword_statement() {
-    insta::assert_snapshot!("keyword", show(&super::search::keyword_sql(no_filter().shape())));
+    insta::assert_snapshot!(
+        "keyword",
+        show(&super::search::keyword_sql(no_filter().shape()))
+    );
     insta::assert_snapshot!(
         "keyword_filtered",
         show(&super::search::keyword_sql(every_filter().shape()))
@@ -89,7 +92,10 @@ fn message_search_statement() {
 
 #[test]
 fn list_statement() {
-    insta::assert_snapshot!("list", show(&super::memories::list_sql(no_filter().shape(), false)));
+    insta::assert_snapshot!(
+        "list",
+        show(&super::memories::list_sql(no_filter().shape(), false))
+    );
     insta::assert_snapshot!(
         "list_filtered_after_cursor",
         show(&super::memories::list_sql(every_filter().shape(), true))

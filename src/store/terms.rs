@@ -79,11 +79,7 @@ const LEXEMES_SQL: &str = "SELECT coalesce(array_agg(DISTINCT l), '{}') AS lexem
      FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l";
 
 /// The document frequencies of the lexemes $3.
-const DFS_SQL: &str = concat!(
-    "SELECT l, (",
-    df!(),
-    ") AS df FROM unnest($3::text[]) l"
-);
+const DFS_SQL: &str = concat!("SELECT l, (", df!(), ") AS df FROM unnest($3::text[]) l");
 
 impl Store {
     /// N and the document frequencies of `text`'s lexemes in the scope: one
@@ -117,7 +113,10 @@ impl Store {
             return Ok(stats);
         };
         let stmt = client.prepare_cached(LEXEMES_SQL).await?;
-        let lexemes: Vec<String> = client.query_one(&stmt, &[&text]).await?.try_get("lexemes")?;
+        let lexemes: Vec<String> = client
+            .query_one(&stmt, &[&text])
+            .await?
+            .try_get("lexemes")?;
         let mut dfs: Vec<Option<i64>> = {
             let map = lock(&cache.dfs);
             lexemes
