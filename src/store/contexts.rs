@@ -16,51 +16,26 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use pgvector::Vector;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
-use super::search::SearchMode;
+use std::sync::LazyLock;
+
+use super::search::{CANDIDATES, SearchMode};
+use super::sql::{Builder, Cache, Slot, Statement};
 use super::{Scope, Store, StoreError, to_vector};
 
-/// Who wrote a message.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    postgres_types::ToSql,
-    postgres_types::FromSql,
-)]
-#[serde(rename_all = "lowercase")]
-#[postgres(name = "message_role")]
-pub enum Role {
-    /// The person.
-    #[postgres(name = "user")]
-    User,
-    /// The AI.
-    #[postgres(name = "assistant")]
-    Assistant,
-    /// Instructions framing the conversation.
-    #[postgres(name = "system")]
-    System,
-    /// A tool's result (needs tool_call_id).
-    #[postgres(name = "tool")]
-    Tool,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::System => "system",
-            Role::Tool => "tool",
-        }
+labels! {
+    /// Who wrote a message.
+    pub enum Role as "message_role" {
+        /// The person.
+        User,
+        /// The AI.
+        Assistant,
+        /// Instructions framing the conversation.
+        System,
+        /// A tool's result (needs tool_call_id).
+        Tool,
     }
 }
 
@@ -107,23 +82,29 @@ pub struct Context {
     pub updated_at: DateTime<Utc>,
 }
 
-const CONTEXT_COLUMNS: &str = "c.id, u.external_id, c.name, c.parent_id, c.fork_version, \
-     c.message_count, c.total_tokens, c.latest_version, c.created_at, c.updated_at";
+/// The columns [`Context::from_row`] reads, of context `c` joined to its
+/// user `u`.
+macro_rules! context_columns {
+    () => {
+        "c.id, u.external_id AS user_id, c.name, c.parent_id, c.fork_version, \
+         c.message_count, c.total_tokens, c.latest_version, c.created_at, c.updated_at"
+    };
+}
 
 impl Context {
-    fn from_row(row: &tokio_postgres::Row) -> Context {
-        Context {
-            id: row.get(0),
-            user_id: row.get(1),
-            name: row.get(2),
-            parent_id: row.get(3),
-            fork_version: row.get(4),
-            message_count: row.get(5),
-            total_tokens: row.get(6),
-            latest_version: row.get(7),
-            created_at: row.get(8),
-            updated_at: row.get(9),
-        }
+    fn from_row(row: &tokio_postgres::Row) -> Result<Context, StoreError> {
+        Ok(Context {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            name: row.try_get("name")?,
+            parent_id: row.try_get("parent_id")?,
+            fork_version: row.try_get("fork_version")?,
+            message_count: row.try_get("message_count")?,
+            total_tokens: row.try_get("total_tokens")?,
+            latest_version: row.try_get("latest_version")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
     }
 }
 
@@ -143,26 +124,36 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
 }
 
-/// The message columns of `m`, in [`Message::from_row`]'s order.
-const MESSAGE_COLUMNS: &str = "m.id, m.context_id, m.version, m.role, m.content, m.tool_call_id, \
-     m.tool_name, m.token_count, m.model, m.created_at";
+/// The columns [`Message::from_row`] reads, of message `m`; `message_id`
+/// and `message_created_at` do not collide with a context's columns in the
+/// same row.
+macro_rules! message_columns {
+    () => {
+        "m.id AS message_id, m.context_id, m.version, m.role, m.content, m.tool_call_id, \
+         m.tool_name, m.token_count, m.model, m.created_at AS message_created_at"
+    };
+}
+const MESSAGE_COLUMNS: &str = message_columns!();
 
 impl Message {
-    /// Reads the message columns starting at column `at`; `None` when the
-    /// row carries no message (the outer side of a LEFT JOIN).
-    fn from_row(row: &tokio_postgres::Row, at: usize) -> Option<Message> {
-        Some(Message {
-            id: row.get::<_, Option<Uuid>>(at)?,
-            context_id: row.get(at + 1),
-            version: row.get(at + 2),
-            role: row.get(at + 3),
-            content: row.get(at + 4),
-            tool_call_id: row.get(at + 5),
-            tool_name: row.get(at + 6),
-            token_count: row.get(at + 7),
-            model: row.get(at + 8),
-            created_at: row.get(at + 9),
-        })
+    /// `None` when the row carries no message (the outer side of a LEFT
+    /// JOIN).
+    fn from_row(row: &tokio_postgres::Row) -> Result<Option<Message>, StoreError> {
+        let Some(id) = row.try_get::<_, Option<Uuid>>("message_id")? else {
+            return Ok(None);
+        };
+        Ok(Some(Message {
+            id,
+            context_id: row.try_get("context_id")?,
+            version: row.try_get("version")?,
+            role: row.try_get("role")?,
+            content: row.try_get("content")?,
+            tool_call_id: row.try_get("tool_call_id")?,
+            tool_name: row.try_get("tool_name")?,
+            token_count: row.try_get("token_count")?,
+            model: row.try_get("model")?,
+            created_at: row.try_get("message_created_at")?,
+        }))
     }
 }
 
@@ -205,30 +196,123 @@ pub struct MessageFilter {
     pub roles: Option<Vec<Role>>,
 }
 
-/// The ancestry of context `$id` (live, of companion `$companion`) with, for
-/// each member, the last version of it that the log shows (`upto`, NULL for
-/// no bound; `$upto` bounds the first member itself). A parent is read up to
+/// The ancestry of context $1 (live, of companion $2) with, for each
+/// member, the last version of it that the log shows (`upto`, NULL for no
+/// bound; `$upto` bounds the first member itself). A parent is read up to
 /// the child's fork point, and never further than any bound below it.
 /// Ancestors may be soft-deleted: forks keep what they inherited.
-fn chain_sql(id: &str, companion: &str, upto: &str) -> String {
-    format!(
-        "chain AS ( \
-            SELECT c.id, c.parent_id, c.fork_version, {upto}::bigint AS upto, 0 AS depth \
-            FROM contexts c WHERE c.id = {id} AND c.companion_id = {companion} AND c.deleted_at IS NULL \
-          UNION ALL \
-            SELECT p.id, p.parent_id, p.fork_version, least(ch.upto, ch.fork_version), ch.depth + 1 \
-            FROM chain ch JOIN contexts p ON p.id = ch.parent_id AND p.companion_id = {companion} \
-            WHERE ch.depth < 10000 \
-         )"
-    )
+macro_rules! chain {
+    ($upto:literal) => {
+        concat!(
+            "chain AS ( \
+                SELECT c.id, c.parent_id, c.fork_version, ",
+            $upto,
+            "::bigint AS upto, 0 AS depth \
+                FROM contexts c WHERE c.id = $1 AND c.companion_id = $2 AND c.deleted_at IS NULL \
+              UNION ALL \
+                SELECT p.id, p.parent_id, p.fork_version, least(ch.upto, ch.fork_version), ch.depth + 1 \
+                FROM chain ch JOIN contexts p ON p.id = ch.parent_id AND p.companion_id = $2 \
+                WHERE ch.depth < 10000 \
+             )"
+        )
+    };
 }
 
 /// The messages of `chain` that the resolved log shows, as `m`. Versions
 /// grow strictly along the chain (an ancestor contributes only versions up
 /// to the fork point, the fork only later ones), so ordering by version is
 /// ordering by (depth from the root, version).
-const CHAIN_MESSAGES: &str = "chain ch JOIN messages m ON m.context_id = ch.id \
-     AND (ch.upto IS NULL OR m.version <= ch.upto) AND m.deleted_at IS NULL";
+macro_rules! chain_messages {
+    () => {
+        "chain ch JOIN messages m ON m.context_id = ch.id \
+         AND (ch.upto IS NULL OR m.version <= ch.upto) AND m.deleted_at IS NULL"
+    };
+}
+
+const NEW_CONTEXT_SQL: &str =
+    "INSERT INTO contexts (companion_id, user_id, name) VALUES ($1, $2, $3) RETURNING id";
+
+/// Bumps a live context's counts for an append of $3 messages and $4
+/// tokens, if its latest version is still $5 (when given).
+const BUMP_SQL: &str = concat!(
+    "UPDATE contexts AS c SET latest_version = c.latest_version + $3, \
+        message_count = c.message_count + $3, total_tokens = c.total_tokens + $4, \
+        updated_at = now() \
+     FROM users u \
+     WHERE u.id = c.user_id AND c.id = $1 AND c.companion_id = $2 AND c.deleted_at IS NULL \
+       AND ($5::bigint IS NULL OR c.latest_version = $5) \
+     RETURNING ",
+    context_columns!()
+);
+
+const INSERT_MESSAGE_SQL: &str = "INSERT INTO messages (context_id, companion_id, version, role, content, tool_call_id, \
+        tool_name, token_count, model, embedding, embedding_model) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+const LIST_CONTEXTS_SQL: &str = concat!(
+    "SELECT ",
+    context_columns!(),
+    " FROM contexts c JOIN users u ON u.id = c.user_id \
+     WHERE c.companion_id = $1 AND c.user_id = $2 AND c.deleted_at IS NULL \
+       AND ($3::uuid IS NULL OR c.parent_id = $3) \
+       AND ($4::timestamptz IS NULL OR (c.created_at, c.id) < ($4, $5::uuid)) \
+     ORDER BY c.created_at DESC, c.id DESC LIMIT $6"
+);
+
+/// A live context ($1 of companion $2) and a window of its resolved log:
+/// after version $3, at most $4 messages, the newest ones when $5.
+const GET_CONTEXT_SQL: &str = concat!(
+    "WITH RECURSIVE ",
+    chain!("NULL"),
+    " SELECT ",
+    context_columns!(),
+    ", msg.* \
+     FROM contexts c JOIN users u ON u.id = c.user_id \
+     LEFT JOIN LATERAL ( \
+        SELECT ",
+    message_columns!(),
+    " FROM ",
+    chain_messages!(),
+    " WHERE m.companion_id = $2 AND m.version > $3 \
+        ORDER BY CASE WHEN $5 THEN -m.version ELSE m.version END LIMIT $4 \
+     ) msg ON true \
+     WHERE c.id = $1 AND c.companion_id = $2 AND c.deleted_at IS NULL \
+     ORDER BY msg.version"
+);
+
+/// A fork of live context $1 (of companion $2) at version $3 (NULL: its
+/// latest), named $4 (NULL: after its parent).
+const FORK_SQL: &str = concat!(
+    "WITH RECURSIVE parent AS ( \
+        SELECT p.*, coalesce($3::bigint, p.latest_version) AS at FROM contexts p \
+        WHERE p.id = $1 AND p.companion_id = $2 AND p.deleted_at IS NULL \
+          AND coalesce($3::bigint, p.latest_version) <= p.latest_version \
+     ), ",
+    chain!("(SELECT at FROM parent)"),
+    ", totals AS ( \
+        SELECT count(*) AS n, coalesce(sum(m.token_count), 0)::bigint AS tokens \
+        FROM ",
+    chain_messages!(),
+    " WHERE m.companion_id = $2 \
+     ), c AS ( \
+        INSERT INTO contexts (companion_id, user_id, name, parent_id, fork_version, \
+            latest_version, message_count, total_tokens) \
+        SELECT p.companion_id, p.user_id, \
+            coalesce($4, left(p.name, 200) || ' (fork at ' || p.at || ')'), \
+            p.id, p.at, p.at, t.n, t.tokens \
+        FROM parent p, totals t \
+        RETURNING * \
+     ) \
+     SELECT ",
+    context_columns!(),
+    " FROM c JOIN users u ON u.id = c.user_id"
+);
+
+const DELETE_CONTEXT_SQL: &str = "UPDATE contexts SET deleted_at = now() \
+     WHERE id = $1 AND companion_id = $2 AND deleted_at IS NULL";
+
+const LATEST_VERSION_SQL: &str = "SELECT latest_version FROM contexts \
+     WHERE id = $1 AND companion_id = $2 AND deleted_at IS NULL";
 
 impl Store {
     /// Appends `messages` in order (with their `embeddings`, `None` where
@@ -252,30 +336,16 @@ impl Store {
             AppendTarget::Existing(id) => (*id, false),
             AppendTarget::New { user, name } => {
                 let user_id = Store::user_id(&tx, user).await?;
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO contexts (companion_id, user_id, name) VALUES ($1, $2, $3) RETURNING id",
-                    )
-                    .await?;
+                let stmt = tx.prepare_cached(NEW_CONTEXT_SQL).await?;
                 let row = tx
                     .query_one(&stmt, &[&scope.companion_id, &user_id, name])
                     .await?;
-                (row.get(0), true)
+                (row.try_get("id")?, true)
             }
         };
         let n = messages.len() as i64;
         let tokens: i64 = messages.iter().map(|m| i64::from(m.token_count)).sum();
-        let bump = tx
-            .prepare_cached(&format!(
-                "UPDATE contexts AS c SET latest_version = c.latest_version + $3, \
-                    message_count = c.message_count + $3, total_tokens = c.total_tokens + $4, \
-                    updated_at = now() \
-                 FROM users u \
-                 WHERE u.id = c.user_id AND c.id = $1 AND c.companion_id = $2 AND c.deleted_at IS NULL \
-                   AND ($5::bigint IS NULL OR c.latest_version = $5) \
-                 RETURNING {CONTEXT_COLUMNS}"
-            ))
-            .await?;
+        let bump = tx.prepare_cached(BUMP_SQL).await?;
         let row = tx
             .query_opt(
                 &bump,
@@ -293,15 +363,9 @@ impl Store {
                 _ => StoreError::ContextNotFound(id),
             });
         };
-        let context = Context::from_row(&row);
+        let context = Context::from_row(&row)?;
         let first = context.latest_version - n + 1;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO messages (context_id, companion_id, version, role, content, tool_call_id, \
-                    tool_name, token_count, model, embedding, embedding_model) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .await?;
+        let insert = tx.prepare_cached(INSERT_MESSAGE_SQL).await?;
         let mut versions = Vec::with_capacity(messages.len());
         for (i, (message, embedding)) in messages.iter().zip(embeddings).enumerate() {
             let version = first + i as i64;
@@ -343,20 +407,7 @@ impl Store {
         window: Window,
     ) -> Result<(Context, Vec<Message>), StoreError> {
         let client = self.client().await?;
-        let sql = format!(
-            "WITH RECURSIVE {chain} \
-             SELECT {CONTEXT_COLUMNS}, msg.* \
-             FROM contexts c JOIN users u ON u.id = c.user_id \
-             LEFT JOIN LATERAL ( \
-                SELECT {MESSAGE_COLUMNS} FROM {CHAIN_MESSAGES} \
-                WHERE m.companion_id = $2 AND m.version > $3 \
-                ORDER BY CASE WHEN $5 THEN -m.version ELSE m.version END LIMIT $4 \
-             ) msg ON true \
-             WHERE c.id = $1 AND c.companion_id = $2 AND c.deleted_at IS NULL \
-             ORDER BY msg.version",
-            chain = chain_sql("$1", "$2", "NULL"),
-        );
-        let stmt = client.prepare_cached(&sql).await?;
+        let stmt = client.prepare_cached(GET_CONTEXT_SQL).await?;
         let started = std::time::Instant::now();
         let rows = client
             .query(
@@ -372,12 +423,9 @@ impl Store {
             .await?;
         crate::db::note_duration("get_context", started);
         let first = rows.first().ok_or(StoreError::ContextNotFound(id))?;
-        let context = Context::from_row(first);
-        let messages = rows
-            .iter()
-            .filter_map(|r| Message::from_row(r, 10))
-            .collect();
-        Ok((context, messages))
+        let context = Context::from_row(first)?;
+        let messages = super::read_rows(&rows, Message::from_row)?;
+        Ok((context, messages.into_iter().flatten().collect()))
     }
 
     /// Forks live context `id` at `version` (default: its latest): the fork
@@ -391,32 +439,12 @@ impl Store {
         name: Option<&str>,
     ) -> Result<Context, StoreError> {
         let client = self.client().await?;
-        let sql = format!(
-            "WITH RECURSIVE parent AS ( \
-                SELECT p.*, coalesce($3::bigint, p.latest_version) AS at FROM contexts p \
-                WHERE p.id = $1 AND p.companion_id = $2 AND p.deleted_at IS NULL \
-                  AND coalesce($3::bigint, p.latest_version) <= p.latest_version \
-             ), {chain}, totals AS ( \
-                SELECT count(*) AS n, coalesce(sum(m.token_count), 0)::bigint AS tokens \
-                FROM {CHAIN_MESSAGES} WHERE m.companion_id = $2 \
-             ), c AS ( \
-                INSERT INTO contexts (companion_id, user_id, name, parent_id, fork_version, \
-                    latest_version, message_count, total_tokens) \
-                SELECT p.companion_id, p.user_id, \
-                    coalesce($4, left(p.name, 200) || ' (fork at ' || p.at || ')'), \
-                    p.id, p.at, p.at, t.n, t.tokens \
-                FROM parent p, totals t \
-                RETURNING * \
-             ) \
-             SELECT {CONTEXT_COLUMNS} FROM c JOIN users u ON u.id = c.user_id",
-            chain = chain_sql("$1", "$2", "(SELECT at FROM parent)"),
-        );
-        let stmt = client.prepare_cached(&sql).await?;
+        let stmt = client.prepare_cached(FORK_SQL).await?;
         if let Some(row) = client
             .query_opt(&stmt, &[&id, &scope.companion_id, &version, &name])
             .await?
         {
-            return Ok(Context::from_row(&row));
+            return Context::from_row(&row);
         }
         match (latest_version(&client, scope, id).await?, version) {
             (Some(latest), Some(version)) => Err(StoreError::VersionOutOfRange {
@@ -443,14 +471,7 @@ impl Store {
         let Some(user_id) = Store::find_user(&client, user).await? else {
             return Ok(Vec::new());
         };
-        let sql = format!(
-            "SELECT {CONTEXT_COLUMNS} FROM contexts c JOIN users u ON u.id = c.user_id \
-             WHERE c.companion_id = $1 AND c.user_id = $2 AND c.deleted_at IS NULL \
-               AND ($3::uuid IS NULL OR c.parent_id = $3) \
-               AND ($4::timestamptz IS NULL OR (c.created_at, c.id) < ($4, $5::uuid)) \
-             ORDER BY c.created_at DESC, c.id DESC LIMIT $6"
-        );
-        let stmt = client.prepare_cached(&sql).await?;
+        let stmt = client.prepare_cached(LIST_CONTEXTS_SQL).await?;
         let (at, after) = match cursor {
             Some((at, id)) => (Some(at), Some(id)),
             None => (None, None),
@@ -461,19 +482,14 @@ impl Store {
                 &[&scope.companion_id, &user_id, &parent, &at, &after, &limit],
             )
             .await?;
-        Ok(rows.iter().map(Context::from_row).collect())
+        super::read_rows(&rows, Context::from_row)
     }
 
     /// Soft-deletes a live context: it disappears from every read, list,
     /// search and append; its forks keep the history they share with it.
     pub async fn delete_context(&self, scope: &Scope, id: Uuid) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE contexts SET deleted_at = now() \
-                 WHERE id = $1 AND companion_id = $2 AND deleted_at IS NULL",
-            )
-            .await?;
+        let stmt = client.prepare_cached(DELETE_CONTEXT_SQL).await?;
         match client.execute(&stmt, &[&id, &scope.companion_id]).await? {
             0 => Err(StoreError::ContextNotFound(id)),
             _ => Ok(()),
@@ -522,79 +538,96 @@ impl Store {
         let mut client = client;
         let started = std::time::Instant::now();
         let tx = client.build_transaction().read_only(true).start().await?;
-        let stmt = tx.prepare_cached(&search_sql(self.embedding_dim())).await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
-            &filter.context,
-            &scope.companion_id,
-            &user_id,
-            &roles,
-            &vector,
-            &text,
-            &use_vectors,
-            &use_text,
-            &limit.min(CANDIDATES),
-        ];
+        let dim = self.embedding_dim();
+        let search = SEARCH.get(dim, || search_sql(dim));
+        let stmt = tx.prepare_cached(&search.sql).await?;
+        let limit = limit.min(CANDIDATES);
+        let params = search.values(|slot| {
+            Some(match slot {
+                Slot::Context => &filter.context,
+                Slot::Companion => &scope.companion_id,
+                Slot::User => &user_id,
+                Slot::Roles => &roles,
+                Slot::Vector => &vector,
+                Slot::Text => &text,
+                Slot::UseVector => &use_vectors,
+                Slot::UseText => &use_text,
+                Slot::Limit => &limit,
+                _ => return None,
+            })
+        })?;
         let rows = super::query_planned(&tx, super::Plan::PerCall, &stmt, &params).await?;
         crate::db::note_duration("search_messages", started);
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                Some(MessageHit {
-                    message: Message::from_row(row, 0)?,
-                    context_name: row.get(10),
-                    user_id: row.get(11),
-                    score: row.get(12),
-                })
-            })
-            .collect())
+        let hits = super::read_rows(&rows, |row| {
+            let Some(message) = Message::from_row(row)? else {
+                return Ok(None);
+            };
+            Ok(Some(MessageHit {
+                message,
+                context_name: row.try_get("context_name")?,
+                user_id: row.try_get("user_id")?,
+                score: row.try_get("score")?,
+            }))
+        })?;
+        Ok(hits.into_iter().flatten().collect())
     }
 }
 
-/// Candidates taken from each list before fusion.
-/// Candidates per list; a literal in the statement so the planner knows it
-/// (a `LIMIT $n` is planned as 10% of the table, which rules out HNSW).
-const CANDIDATES: i64 = 100;
-
-/// Parameters: $1 context (or NULL), $2 companion, $3 user, $4 roles,
-/// $5 vector, $6 text, $7 use vectors, $8 use text, $9 limit.
-/// The statement text is the prepared-statement cache key.
-fn search_sql(dim: usize) -> String {
-    let filter = "m.companion_id = $2 AND m.deleted_at IS NULL \
-         AND ($4::text[] IS NULL OR m.role::text = ANY($4)) \
+/// The message search statement: the context to search ($1, or NULL for
+/// all of the user's), the companion ($2; [`chain!`] names them so, so they
+/// are numbered first), the user, the roles (or NULL), the query vector and
+/// text, whether to use each, and the limit.
+pub(super) fn search_sql(dim: usize) -> Statement {
+    use super::search::{FusionParams, KeywordList, KeywordParams, SemanticList, Switch};
+    let mut b = Builder::default();
+    let context = b.param(Slot::Context);
+    let companion = b.param(Slot::Companion);
+    let user = b.param(Slot::User);
+    let roles = b.param(Slot::Roles);
+    let vector = b.param(Slot::Vector);
+    let text = b.param(Slot::Text);
+    let use_vector = Switch::Param(b.param(Slot::UseVector));
+    let use_text = Switch::Param(b.param(Slot::UseText));
+    let limit = b.param(Slot::Limit);
+    let filter = format!(
+        "m.companion_id = {companion} AND m.deleted_at IS NULL \
+         AND ({roles}::text[] IS NULL OR m.role::text = ANY({roles})) \
          AND EXISTS (SELECT 1 FROM searched s WHERE s.id = m.context_id \
-                     AND (s.upto IS NULL OR m.version <= s.upto))";
-    format!(
+                     AND (s.upto IS NULL OR m.version <= s.upto))"
+    );
+    let fusion = super::search::fusion_ctes(
+        "messages",
+        &filter,
+        &FusionParams {
+            vector,
+            dim,
+            use_vector,
+            semantic: SemanticList::Inline,
+            keyword: KeywordList::Inline(KeywordParams {
+                text,
+                use_text,
+                terms: None,
+            }),
+            windows: None,
+        },
+    );
+    b.finish(format!(
         "WITH RECURSIVE {chain}, searched AS ( \
             SELECT id, upto FROM chain \
             UNION ALL \
             SELECT c.id, NULL::bigint FROM contexts c \
-            WHERE $1::uuid IS NULL AND c.companion_id = $2 AND c.user_id = $3 AND c.deleted_at IS NULL \
+            WHERE {context}::uuid IS NULL AND c.companion_id = {companion} AND c.user_id = {user} AND c.deleted_at IS NULL \
          ), {fusion} \
-         SELECT {MESSAGE_COLUMNS}, c.name, u.external_id, f.rrf::float8 AS score \
+         SELECT {MESSAGE_COLUMNS}, c.name AS context_name, u.external_id AS user_id, f.rrf::float8 AS score \
          FROM fused f JOIN messages m ON m.id = f.id \
          JOIN contexts c ON c.id = m.context_id JOIN users u ON u.id = c.user_id \
-         ORDER BY score DESC, m.created_at DESC, m.id LIMIT $9",
-        chain = chain_sql("$1", "$2", "NULL"),
-        fusion = super::search::fusion_ctes(
-            "messages",
-            filter,
-            &super::search::FusionParams {
-                vector: "$5",
-                dim,
-                use_vector: "$7",
-                candidates: &CANDIDATES.to_string(),
-                semantic: super::search::SemanticList::Inline,
-                keyword: super::search::KeywordList::Inline(super::search::KeywordParams {
-                    text: "$6",
-                    use_text: "$8",
-                    candidates: &CANDIDATES.to_string(),
-                    terms: None,
-                }),
-                windows: None,
-            },
-        ),
-    )
+         ORDER BY score DESC, m.created_at DESC, m.id LIMIT {limit}",
+        chain = chain!("NULL"),
+    ))
 }
+
+/// [`search_sql`] by embedding dimension, built once.
+static SEARCH: LazyLock<Cache<usize>> = LazyLock::new(Cache::default);
 
 /// The latest version of live context `id`, if it exists in `scope`.
 async fn latest_version(
@@ -602,14 +635,7 @@ async fn latest_version(
     scope: &Scope,
     id: Uuid,
 ) -> Result<Option<i64>, StoreError> {
-    let stmt = client
-        .prepare_cached(
-            "SELECT latest_version FROM contexts \
-             WHERE id = $1 AND companion_id = $2 AND deleted_at IS NULL",
-        )
-        .await?;
-    Ok(client
-        .query_opt(&stmt, &[&id, &scope.companion_id])
-        .await?
-        .map(|r| r.get(0)))
+    let stmt = client.prepare_cached(LATEST_VERSION_SQL).await?;
+    let row = client.query_opt(&stmt, &[&id, &scope.companion_id]).await?;
+    Ok(row.map(|r| r.try_get("latest_version")).transpose()?)
 }

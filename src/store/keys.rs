@@ -42,7 +42,7 @@ impl Store {
                 &[&scope.companion_id, &hash, &prefix, &label, &expires_at],
             )
             .await?;
-        Ok(row.get(0))
+        Ok(row.try_get("id")?)
     }
 
     /// Every key, newest first.
@@ -50,27 +50,25 @@ impl Store {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT k.id, c.name, k.label, k.prefix, k.created_at, k.expires_at, k.revoked_at, \
+                "SELECT k.id, c.name AS companion, k.label, k.prefix, k.created_at, k.expires_at, k.revoked_at, \
                         k.last_used_at \
                  FROM api_keys k JOIN companions c ON c.id = k.companion_id \
                  ORDER BY k.created_at DESC",
             )
             .await?;
-        Ok(client
-            .query(&stmt, &[])
-            .await?
-            .iter()
-            .map(|r| KeyInfo {
-                id: r.get(0),
-                companion: r.get(1),
-                label: r.get(2),
-                prefix: r.get(3),
-                created_at: r.get(4),
-                expires_at: r.get(5),
-                revoked_at: r.get(6),
-                last_used_at: r.get(7),
+        let rows = client.query(&stmt, &[]).await?;
+        super::read_rows(&rows, |r| {
+            Ok(KeyInfo {
+                id: r.try_get("id")?,
+                companion: r.try_get("companion")?,
+                label: r.try_get("label")?,
+                prefix: r.try_get("prefix")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+                last_used_at: r.try_get("last_used_at")?,
             })
-            .collect())
+        })
     }
 
     /// Revokes the key with this id or prefix; returns how many were revoked.
@@ -96,14 +94,13 @@ impl Store {
                  RETURNING id, companion_id",
             )
             .await?;
-        Ok(client.query_opt(&stmt, &[&hash]).await?.map(|r| {
-            (
-                r.get(0),
-                Scope {
-                    companion_id: r.get(1),
-                },
-            )
-        }))
+        let Some(row) = client.query_opt(&stmt, &[&hash]).await? else {
+            return Ok(None);
+        };
+        let scope = Scope {
+            companion_id: row.try_get("companion_id")?,
+        };
+        Ok(Some((row.try_get("id")?, scope)))
     }
 
     /// Whether any key could authenticate now.

@@ -5,35 +5,48 @@
 //! statement filters on it, so no id, however obtained, reaches another
 //! companion's rows.
 //!
-//! - `memories`: store (with dedup), get, list, update, archive/restore, delete, stats
+//! - `insert`: storing one memory or a batch, deduplicated by content
+//! - `memories`: get, list, update, archive/restore, delete, stats
+//! - `filter`: the one filter `list` and `search` share
+//! - `sql`: the shared SQL fragments (memory columns, the liveness rule)
 //! - `search`: hybrid (vector + full-text, fused by reciprocal rank) search
+//! - `terms` and `access`: term statistics for search, read counts
+//! - `keys` and `sessions`: API keys, MCP sessions
 //! - `relations`: typed links between memories and graph traversal
 //! - `upkeep`: the SQL of background upkeep (expired memories, rows left without a vector)
 //! - `contexts`: conversation logs (append, read, fork, delete) and message search
 //! - `catalog`: resource listing, user profiles and completion candidates
 //! - `bulk`: whole tables for backups (a snapshot's rows out, id-keeping batches in)
 
+#[macro_use]
+mod sql;
 mod access;
 pub mod bulk;
 pub mod catalog;
 pub mod contexts;
+mod filter;
+mod insert;
 pub mod keys;
 pub mod memories;
 pub mod relations;
 pub mod search;
 pub mod sessions;
+#[cfg(test)]
+mod sql_tests;
 mod terms;
 pub mod upkeep;
 
 use chrono::{DateTime, Utc};
 use pgvector::Vector;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::{Db, DbError};
 
-pub use memories::{ListFilter, MemoryPatch, NewMemory, StoreOutcome};
+pub use filter::ListFilter;
+pub use insert::{NewMemory, StoreOutcome};
+pub use memories::MemoryPatch;
 
 /// What went wrong in the store, in terms a tool can pass on.
 #[derive(Debug, thiserror::Error)]
@@ -148,107 +161,42 @@ pub struct Scope {
     pub companion_id: Uuid,
 }
 
-/// What a memory is.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    postgres_types::ToSql,
-    postgres_types::FromSql,
-)]
-#[serde(rename_all = "lowercase")]
-#[postgres(name = "memory_kind")]
-pub enum Kind {
-    /// Something true about the user or the world ("Ana is vegetarian").
-    #[postgres(name = "fact")]
-    Fact,
-    /// Something that happened ("we debugged the VPN together on Monday").
-    #[postgres(name = "experience")]
-    Experience,
-    /// A like or dislike ("prefers short answers").
-    #[postgres(name = "preference")]
-    Preference,
-    /// A standing instruction ("always answer in Spanish").
-    #[postgres(name = "instruction")]
-    Instruction,
-    /// The companion's own conclusion or insight.
-    #[postgres(name = "reflection")]
-    Reflection,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 5] = [
-        Kind::Fact,
-        Kind::Experience,
-        Kind::Preference,
-        Kind::Instruction,
-        Kind::Reflection,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Fact => "fact",
-            Kind::Experience => "experience",
-            Kind::Preference => "preference",
-            Kind::Instruction => "instruction",
-            Kind::Reflection => "reflection",
-        }
+labels! {
+    /// What a memory is.
+    pub enum Kind as "memory_kind" {
+        /// Something true about the user or the world ("Ana is vegetarian").
+        Fact,
+        /// Something that happened ("we debugged the VPN together on Monday").
+        Experience,
+        /// A like or dislike ("prefers short answers").
+        Preference,
+        /// A standing instruction ("always answer in Spanish").
+        Instruction,
+        /// The companion's own conclusion or insight.
+        Reflection,
     }
 }
 
-/// How two memories are linked.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    postgres_types::ToSql,
-    postgres_types::FromSql,
-)]
-#[serde(rename_all = "lowercase")]
-#[postgres(name = "relation_kind")]
-pub enum Relation {
-    /// `to` happened after `from`, or continues it.
-    #[postgres(name = "follows")]
-    Follows,
-    /// The two cannot both be true.
-    #[postgres(name = "contradicts")]
-    Contradicts,
-    /// `from` adds detail to `to`.
-    #[postgres(name = "elaborates")]
-    Elaborates,
-    /// `from` corrects `to`.
-    #[postgres(name = "corrects")]
-    Corrects,
-    /// `from` mentions `to`.
-    #[postgres(name = "references")]
-    References,
-    /// `from` caused `to`.
-    #[postgres(name = "causes")]
-    Causes,
+impl Kind {
+    /// Every kind, in declaration order.
+    pub const ALL: &[Kind] = <Kind as strum::VariantArray>::VARIANTS;
 }
 
-impl Relation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Relation::Follows => "follows",
-            Relation::Contradicts => "contradicts",
-            Relation::Elaborates => "elaborates",
-            Relation::Corrects => "corrects",
-            Relation::References => "references",
-            Relation::Causes => "causes",
-        }
+labels! {
+    /// How two memories are linked.
+    pub enum Relation as "relation_kind" {
+        /// `to` happened after `from`, or continues it.
+        Follows,
+        /// The two cannot both be true.
+        Contradicts,
+        /// `from` adds detail to `to`.
+        Elaborates,
+        /// `from` corrects `to`.
+        Corrects,
+        /// `from` mentions `to`.
+        References,
+        /// `from` caused `to`.
+        Causes,
     }
 }
 
@@ -277,36 +225,37 @@ pub struct Memory {
     pub embedded: bool,
 }
 
-/// The column list every memory query selects, in [`Memory::from_row`]'s order.
-/// Access statistics live in `memory_access` (migration 0005), a row only for
-/// memories read at least once; select this over few rows (a page, a result).
-pub(crate) const MEMORY_COLUMNS: &str = "m.id, u.external_id, m.content, m.kind, m.importance, m.confidence, \
-     m.tags, m.metadata, m.occurred_at, m.expires_at, m.archived_at, \
-     coalesce((SELECT a.access_count FROM memory_access a WHERE a.memory_id = m.id), 0), \
-     (SELECT a.last_accessed_at FROM memory_access a WHERE a.memory_id = m.id), \
-     m.created_at, m.updated_at, m.embedding IS NOT NULL";
-
 impl Memory {
-    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Memory {
-        Memory {
-            id: row.get(0),
-            user_id: row.get(1),
-            content: row.get(2),
-            kind: row.get(3),
-            importance: row.get(4),
-            confidence: row.get(5),
-            tags: row.get(6),
-            metadata: row.get(7),
-            occurred_at: row.get(8),
-            expires_at: row.get(9),
-            archived_at: row.get(10),
-            access_count: row.get(11),
-            last_accessed_at: row.get(12),
-            created_at: row.get(13),
-            updated_at: row.get(14),
-            embedded: row.get(15),
-        }
+    /// A row selecting [`sql::memory_columns!`].
+    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Result<Memory, StoreError> {
+        Ok(Memory {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            content: row.try_get("content")?,
+            kind: row.try_get("kind")?,
+            importance: row.try_get("importance")?,
+            confidence: row.try_get("confidence")?,
+            tags: row.try_get("tags")?,
+            metadata: row.try_get("metadata")?,
+            occurred_at: row.try_get("occurred_at")?,
+            expires_at: row.try_get("expires_at")?,
+            archived_at: row.try_get("archived_at")?,
+            access_count: row.try_get("access_count")?,
+            last_accessed_at: row.try_get("last_accessed_at")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            embedded: row.try_get("embedded")?,
+        })
     }
+}
+
+/// Reads every row with `f`, stopping at the first column that does not
+/// read.
+pub(crate) fn read_rows<T>(
+    rows: &[tokio_postgres::Row],
+    f: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(f).collect()
 }
 
 /// Access to mnemo's tables through the pool.
@@ -342,15 +291,13 @@ impl Store {
     }
 
     /// The scope for companion `name`, creating the companion on first use.
+    /// Every way of naming a companion (the configuration, `mnemo token
+    /// create --companion`) comes through here, so the name is checked here
+    /// (see [`check_companion_name`]).
     pub async fn companion(&self, name: &str) -> Result<Scope, StoreError> {
+        check_companion_name(name)?;
         let client = self.client().await?;
-        let id = upsert_id(
-            &client,
-            "INSERT INTO companions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
-            "SELECT id FROM companions WHERE name = $1",
-            name,
-        )
-        .await?;
+        let id = upsert_id(&client, NEW_COMPANION_SQL, COMPANION_SQL, name).await?;
         Ok(Scope { companion_id: id })
     }
 
@@ -359,13 +306,7 @@ impl Store {
         client: &impl deadpool_postgres::GenericClient,
         external_id: &str,
     ) -> Result<Uuid, StoreError> {
-        upsert_id(
-            client,
-            "INSERT INTO users (external_id) VALUES ($1) ON CONFLICT (external_id) DO NOTHING RETURNING id",
-            "SELECT id FROM users WHERE external_id = $1",
-            external_id,
-        )
-        .await
+        upsert_id(client, NEW_USER_SQL, USER_SQL, external_id).await
     }
 
     /// The internal id of user `external_id`, if the user exists.
@@ -373,14 +314,39 @@ impl Store {
         client: &impl deadpool_postgres::GenericClient,
         external_id: &str,
     ) -> Result<Option<Uuid>, StoreError> {
-        let stmt = client
-            .prepare_cached("SELECT id FROM users WHERE external_id = $1")
-            .await?;
-        Ok(client
-            .query_opt(&stmt, &[&external_id])
-            .await?
-            .map(|r| r.get(0)))
+        let stmt = client.prepare_cached(USER_SQL).await?;
+        let row = client.query_opt(&stmt, &[&external_id]).await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
+}
+
+const NEW_COMPANION_SQL: &str =
+    "INSERT INTO companions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id";
+const COMPANION_SQL: &str = "SELECT id FROM companions WHERE name = $1";
+const NEW_USER_SQL: &str =
+    "INSERT INTO users (external_id) VALUES ($1) ON CONFLICT (external_id) DO NOTHING RETURNING id";
+const USER_SQL: &str = "SELECT id FROM users WHERE external_id = $1";
+
+/// The longest companion name, in characters.
+pub const MAX_COMPANION_NAME: usize = 128;
+
+/// A companion name is shown in logs, key listings and messages: it must be
+/// 1 to [`MAX_COMPANION_NAME`] characters, none of them a control character
+/// (which would let a name rewrite a terminal line or a log entry).
+pub fn check_companion_name(name: &str) -> Result<(), StoreError> {
+    let problem = if name.trim().is_empty() {
+        "is empty (or only spaces)".to_string()
+    } else if name.chars().count() > MAX_COMPANION_NAME {
+        format!("has {} characters", name.chars().count())
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        format!("contains the control character U+{:04X}", u32::from(c))
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::Constraint(format!(
+        "companion name {name:?} {problem}: a companion name is 1 to {MAX_COMPANION_NAME} \
+         printable characters"
+    )))
 }
 
 /// Insert-or-select by a unique name. A concurrent insert can hide the row
@@ -393,11 +359,11 @@ async fn upsert_id(
 ) -> Result<Uuid, StoreError> {
     let insert = client.prepare_cached(insert).await?;
     if let Some(row) = client.query_opt(&insert, &[&key]).await? {
-        return Ok(row.get(0));
+        return Ok(row.try_get("id")?);
     }
     let select = client.prepare_cached(select).await?;
     let row = client.query_one(&select, &[&key]).await?;
-    Ok(row.get(0))
+    Ok(row.try_get("id")?)
 }
 
 /// How PostgreSQL plans a prepared statement.

@@ -3,25 +3,29 @@
 //! rank fusion (RRF) in one SQL statement, spread to neighbouring memories,
 //! then weighted by importance and recency.
 //!
-//! score = (RRF + 0.45·RRF_neighbour) × (1 + 0.005·(importance − 5)/5) × (1 + 0.003·2^(−age_days/30))
-//! where RRF = Σ 1/(4 + rank) over the lists a memory appears in (the time
-//! list ranks the memories inside the query's time windows by meaning),
-//! RRF_neighbour is the best RRF of the memories stored just before or after
-//! it when both are experiences of the same user within six hours (the
-//! neighbouring turns of a conversation; 0 for other kinds),
-//! and age is
-//! measured on `occurred_at`. Neighbouring RRF ranks in the top 40 differ by
-//! at least 1%, so importance (±0.5%) and recency (up to +0.3%) only break
-//! ties between equally ranked memories: relevance always comes first. Ties
-//! left after that break on id, so equal inputs give equal orderings.
+//! score = (RRF + [`NEIGHBOUR`]·RRF_neighbour) × importance factor × recency factor,
+//! where RRF = Σ weight/([`RRF_K`] + rank) over the lists a memory appears in
+//! (the time list ranks the memories inside the query's time windows by
+//! meaning), RRF_neighbour is the best RRF of the memories stored just
+//! before or after it when both are experiences of the same user close in
+//! time (the neighbouring turns of a conversation; 0 for other kinds), and
+//! the factors (in [`search_sql`]) are a fraction of a percent: importance
+//! scales linearly around 5, recency decays with a half-life of a month on
+//! `occurred_at`. Neighbouring RRF ranks in the top 40 differ by at least
+//! 1%, more than both factors together, so they only break ties between
+//! equally ranked memories: relevance always comes first. Ties left after
+//! that break on id, so equal inputs give equal orderings.
 
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::memories::FILTER_TYPES;
+use std::sync::LazyLock;
+
+use super::filter::Shape;
+use super::sql::{Builder, Cache, MEMORY_COLUMNS, Param, Slot, Statement};
 use super::terms::DF_CAP;
-use super::{ListFilter, MEMORY_COLUMNS, Memory, Plan, Scope, Store, StoreError, query_planned};
+use super::{ListFilter, Memory, Plan, Scope, Store, StoreError, query_planned};
 use crate::timeframe::TimeWindow;
 
 /// Which candidate lists feed the ranking.
@@ -46,10 +50,11 @@ pub struct Hit {
     pub score: f64,
 }
 
-/// Candidates taken from each list before fusion (and the largest limit):
-/// a literal in the statement so the planner knows it (a `LIMIT $n` is
-/// planned as 10% of the table, which rules out the HNSW index).
-const CANDIDATES: i64 = 100;
+/// Candidates taken from each list before fusion (and the largest limit),
+/// for memories and messages alike: a literal in the statement so the
+/// planner knows it (a `LIMIT $n` is planned as 10% of the table, which
+/// rules out the HNSW index).
+pub(crate) const CANDIDATES: i64 = 100;
 /// The RRF constant k. Cormack et al. use 60; on LoCoMo a small k, which
 /// lets the top ranks of each list count for more, did best (k=60: R@10
 /// 0.585, k=20: 0.618, k=5: 0.652, k=4 with IDF: 0.728; see
@@ -65,55 +70,68 @@ const W_TIME: f64 = 1.0;
 /// Time windows holding more memories than this are not ranked as a list.
 const WINDOW_CAP: i64 = 2000;
 /// Share of an experience's score passed to the experiences stored right
-/// before and after it (within six hours of it): the turn of a conversation
+/// before and after it (close in time, see [`search_sql`]): the turn of a conversation
 /// that answers a question often sits next to the turn that matches its
 /// words. Facts, preferences, instructions and reflections stand alone.
 const NEIGHBOUR: f64 = 0.45;
 /// How many of the best fused candidates spread score to neighbours.
 const NEIGHBOUR_POOL: i64 = 50;
 
-/// Where the keyword side finds its inputs: SQL placeholders.
-pub(crate) struct KeywordParams<'a> {
-    pub text: &'a str,
-    pub use_text: &'a str,
-    pub candidates: &'a str,
-    /// Placeholders for the term statistics (`int8` N, `text[]` lexemes,
-    /// `int8[]` their document frequencies) when the caller has them (see
-    /// `terms`); otherwise they are counted in the statement.
-    pub terms: Option<(&'a str, &'a str, &'a str)>,
+/// A condition that is always true, or a `bool` parameter's value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Switch {
+    Always,
+    Param(Param),
+}
+
+impl std::fmt::Display for Switch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Switch::Always => f.write_str("true"),
+            Switch::Param(p) => p.fmt(f),
+        }
+    }
+}
+
+/// Where the keyword side finds its inputs: parameters.
+pub(crate) struct KeywordParams {
+    pub text: Param,
+    pub use_text: Switch,
+    /// The term statistics (`int8` N, `text[]` lexemes, `int8[]` their
+    /// document frequencies) when the caller has them (see `terms`);
+    /// otherwise they are counted in the statement.
+    pub terms: Option<(Param, Param, Param)>,
 }
 
 /// Where the fusion takes its full-text list from.
-pub(crate) enum KeywordList<'a> {
+pub(crate) enum KeywordList {
     /// Ranked in the same statement.
-    Inline(KeywordParams<'a>),
-    /// Ranked earlier (see [`keyword_ctes`]): a placeholder for the ids
-    /// (`uuid[]`), best first.
-    Ranked(&'a str),
+    Inline(KeywordParams),
+    /// Ranked earlier (see [`keyword_ctes`]): the ids (`uuid[]`), best
+    /// first.
+    Ranked(Param),
 }
 
 /// Where the fusion takes its vector list from.
-pub(crate) enum SemanticList<'a> {
+pub(crate) enum SemanticList {
     /// The HNSW index, in the same statement.
     Inline,
-    /// Ranked earlier (see [`nearest`]): a placeholder for the ids
-    /// (`uuid[]`), best first.
-    Ranked(&'a str),
+    /// Ranked earlier (see [`nearest`]): the ids (`uuid[]`), best first.
+    Ranked(Param),
 }
 
-/// Where a hybrid search finds its inputs: SQL placeholders.
-pub(crate) struct FusionParams<'a> {
+/// Where a hybrid search finds its inputs: parameters.
+pub(crate) struct FusionParams {
     /// The query vector: the inline vector list and the time list rank by it.
-    pub vector: &'a str,
+    pub vector: Param,
     /// The embeddings' dimension (the index holds `halfvec(dim)`).
     pub dim: usize,
-    pub use_vector: &'a str,
-    pub candidates: &'a str,
-    pub semantic: SemanticList<'a>,
-    pub keyword: KeywordList<'a>,
-    /// Placeholders for the starts and ends (`timestamptz[]`) of the time
-    /// windows the query names, when the table has `occurred_at`.
-    pub windows: Option<(&'a str, &'a str)>,
+    pub use_vector: Switch,
+    pub semantic: SemanticList,
+    pub keyword: KeywordList,
+    /// The starts and ends (`timestamptz[]`) of the time windows the query
+    /// names, when the table has `occurred_at`.
+    pub windows: Option<(Param, Param)>,
 }
 
 /// At most this many keyword matches are ranked.
@@ -141,9 +159,9 @@ pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> Stri
     let KeywordParams {
         text,
         use_text,
-        candidates,
         terms,
     } = p;
+    let candidates = CANDIDATES;
     let (total, df) = match terms {
         Some((n, lexemes, dfs)) => (
             format!("SELECT greatest({n}::int8, 1) AS n"),
@@ -194,15 +212,9 @@ pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> Stri
 
 /// The `candidates` rows of `table` (aliased `m`) under `filter` nearest to
 /// `vector`, as `(id, dist)`: an HNSW index scan in a large scope.
-fn nearest(
-    table: &str,
-    filter: &str,
-    vector: &str,
-    dim: usize,
-    use_vector: &str,
-    candidates: &str,
-) -> String {
-    let distance = crate::db::halfvec_distance("m.embedding", vector, dim);
+fn nearest(table: &str, filter: &str, vector: Param, dim: usize, use_vector: Switch) -> String {
+    let candidates = CANDIDATES;
+    let distance = crate::db::halfvec_distance("m.embedding", &vector.to_string(), dim);
     format!(
         "SELECT m.id, {distance} AS dist FROM {table} m \
          WHERE {use_vector}::bool AND m.embedding IS NOT NULL AND {filter} \
@@ -220,15 +232,15 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         vector,
         dim,
         use_vector,
-        candidates,
         semantic,
         keyword,
         windows,
     } = p;
+    let candidates = CANDIDATES;
     let sem = match semantic {
         SemanticList::Inline => format!(
             "SELECT id, row_number() OVER (ORDER BY dist, id) AS rank FROM ({}) s",
-            nearest(table, filter, vector, *dim, use_vector, candidates)
+            nearest(table, filter, *vector, *dim, *use_vector)
         ),
         SemanticList::Ranked(ids) => {
             format!("SELECT id, rank FROM unnest({ids}::uuid[]) WITH ORDINALITY s(id, rank)")
@@ -242,7 +254,7 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
             )
         }
     };
-    let distance = crate::db::halfvec_distance("m.embedding", vector, *dim);
+    let distance = crate::db::halfvec_distance("m.embedding", &vector.to_string(), *dim);
     // Memories that happened in a window the query names, ranked by meaning:
     // a third list. Skipped when the windows hold more than WINDOW_CAP
     // memories: a window that wide says little, and ranking it costs a scan.
@@ -285,64 +297,76 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
 }
 
 /// The keyword statement of a memory search: the full-text candidates' ids,
-/// best first. Parameters: the filter's $1..$9, $10 text, $11 N, $12
-/// lexemes, $13 their document frequencies. It needs no embedding, so it
-/// runs while the query is embedded.
-fn keyword_sql(filter: &str) -> String {
-    let ctes = keyword_ctes(
-        "memories",
-        filter,
-        &KeywordParams {
-            text: "$10",
-            use_text: "true",
-            candidates: &CANDIDATES.to_string(),
-            terms: Some(("$11", "$12", "$13")),
-        },
-    );
-    format!("WITH {ctes} SELECT coalesce(array_agg(id ORDER BY rank), '{{}}') FROM kw")
+/// best first, for the query text and its term statistics. It needs no
+/// embedding, so it runs while the query is embedded.
+pub(super) fn keyword_sql(shape: Shape) -> Statement {
+    let mut b = Builder::default();
+    let filter = shape.sql(&mut b);
+    let params = KeywordParams {
+        text: b.param(Slot::Text),
+        use_text: Switch::Always,
+        terms: Some((
+            b.param(Slot::ScopeSize),
+            b.param(Slot::Lexemes),
+            b.param(Slot::Dfs),
+        )),
+    };
+    let ctes = keyword_ctes("memories", &filter, &params);
+    b.finish(format!(
+        "WITH {ctes} SELECT coalesce(array_agg(id ORDER BY rank), '{{}}') AS ids FROM kw"
+    ))
 }
 
 /// The vector statement of a memory search: the ids of the memories nearest
-/// to $10, best first (ties on id). Its plan depends on the scope's size
-/// (the HNSW index for a large scope, an exact scan of a small one), so it
-/// is planned per call; it is simple enough that planning costs ~0.1 ms.
-fn semantic_sql(filter: &str, dim: usize) -> String {
-    let candidates = CANDIDATES.to_string();
-    format!(
-        "SELECT coalesce(array_agg(id ORDER BY dist, id), '{{}}') FROM ({}) s",
-        nearest("memories", filter, "$10", dim, "true", &candidates)
-    )
+/// to the query vector, best first (ties on id). Its plan depends on the
+/// scope's size (the HNSW index for a large scope, an exact scan of a small
+/// one), so it is planned per call; it is simple enough that planning
+/// costs ~0.1 ms.
+pub(super) fn semantic_sql(shape: Shape, dim: usize) -> Statement {
+    let mut b = Builder::default();
+    let filter = shape.sql(&mut b);
+    let vector = b.param(Slot::Vector);
+    b.finish(format!(
+        "SELECT coalesce(array_agg(id ORDER BY dist, id), '{{}}') AS ids FROM ({}) s",
+        nearest("memories", &filter, vector, dim, Switch::Always)
+    ))
 }
 
-/// The fusion statement for a filter (the text is the prepared-statement
-/// cache key: one statement per combination of filters in use).
-/// Parameters: the filter's $1..$9, $10 the query vector, $11 whether to
-/// use it, $12 the limit, $13 and $14 the time windows' starts and ends,
-/// $15 the keyword candidates' ids and $16 the vector candidates' ids, best
-/// first. Its plan does not depend on the values (the lists come in as ids;
-/// the rest are index lookups by id or within a time window), so one
-/// generic plan serves every call: planning it per call cost 1.3-3 ms.
+/// The fusion statement for filters of `shape` (the text is the
+/// prepared-statement cache key: one statement per combination of filters
+/// in use). It takes the query vector, whether to use it, the limit, the
+/// time windows' starts and ends, and the keyword and vector candidates'
+/// ids, best first. Its plan does not depend on the values (the lists come
+/// in as ids; the rest are index lookups by id or within a time window), so
+/// one generic plan serves every call: planning it per call cost 1.3-3 ms.
 ///
 /// The score is float arithmetic: as `numeric` (what `extract` and decimal
 /// literals give), `power` over 250 candidates took a third of the statement.
 /// Ages beyond 1,000 half-lives are taken as 1,000: 2^-1000 is already
 /// nothing, and a float8 `power` errors on underflow. Only the final page
 /// is read in full (content, access statistics).
-fn search_sql(filter: &str, dim: usize) -> String {
+pub(super) fn search_sql(shape: Shape, dim: usize) -> Statement {
+    let mut b = Builder::default();
+    let filter = shape.sql(&mut b);
+    let vector = b.param(Slot::Vector);
+    let use_vector = Switch::Param(b.param(Slot::UseVector));
+    let limit = b.param(Slot::Limit);
+    let windows = Some((b.param(Slot::WindowStarts), b.param(Slot::WindowEnds)));
+    let keyword = KeywordList::Ranked(b.param(Slot::KeywordIds));
+    let semantic = SemanticList::Ranked(b.param(Slot::VectorIds));
     let fusion = fusion_ctes(
         "memories",
-        filter,
+        &filter,
         &FusionParams {
-            vector: "$10",
+            vector,
             dim,
-            use_vector: "$11",
-            candidates: &CANDIDATES.to_string(),
-            semantic: SemanticList::Ranked("$16"),
-            keyword: KeywordList::Ranked("$15"),
-            windows: Some(("$13", "$14")),
+            use_vector,
+            semantic,
+            keyword,
+            windows,
         },
     );
-    format!(
+    b.finish(format!(
         "WITH {fusion}, top AS ( \
             SELECT id, rrf FROM fused ORDER BY rrf DESC, id LIMIT {NEIGHBOUR_POOL} \
          ), spread AS ( \
@@ -370,13 +394,19 @@ fn search_sql(filter: &str, dim: usize) -> String {
                        -least(greatest(date_part('epoch', now() - m.occurred_at), 0) / 2592000, 1000))) AS score \
             FROM scored s JOIN memories m ON m.id = s.id \
             WHERE {filter} \
-            ORDER BY score DESC, m.id LIMIT $12 \
+            ORDER BY score DESC, m.id LIMIT {limit} \
          ) \
          SELECT {MEMORY_COLUMNS}, r.score \
          FROM ranked r JOIN memories m ON m.id = r.id JOIN users u ON u.id = m.user_id \
          ORDER BY r.score DESC, m.id"
-    )
+    ))
 }
+
+/// The search statements, built once per combination of filters (and
+/// embedding dimension).
+static KEYWORD: LazyLock<Cache<Shape>> = LazyLock::new(Cache::default);
+static SEMANTIC: LazyLock<Cache<(Shape, usize)>> = LazyLock::new(Cache::default);
+static FUSION: LazyLock<Cache<(Shape, usize)>> = LazyLock::new(Cache::default);
 
 /// What to search for.
 #[derive(Debug, Clone)]
@@ -444,15 +474,21 @@ impl Store {
         let terms = self
             .term_stats(&client, scope.companion_id, user_id, &query.text)
             .await?;
-        let stmt = client
-            .prepare_typed_cached(&keyword_sql(&filter.sql()), &FILTER_TYPES)
-            .await?;
+        let shape = filter.shape();
+        let keyword = KEYWORD.get(shape, || keyword_sql(shape));
+        let stmt = client.prepare_cached(&keyword.sql).await?;
         let values = filter.values(scope, user_id);
-        let params = values.with(&[&query.text, &terms.scope_size, &terms.lexemes, &terms.dfs]);
+        let params = keyword.values(|slot| match slot {
+            Slot::Text => Some(&query.text),
+            Slot::ScopeSize => Some(&terms.scope_size),
+            Slot::Lexemes => Some(&terms.lexemes),
+            Slot::Dfs => Some(&terms.dfs),
+            filter => values.get(filter),
+        })?;
         let row = super::timed("search_keywords", client.query_one(&stmt, &params)).await?;
         Ok(KeywordHits {
             user_id: Some(user_id),
-            ids: row.get(0),
+            ids: row.try_get("ids")?,
         })
     }
 
@@ -477,7 +513,7 @@ impl Store {
         // when the semantic side is switched off.
         let dim = self.embedding_dim();
         let vector = Vector::from(embedding.unwrap_or_else(|| vec![0.0; dim]));
-        let filter_sql = filter.sql();
+        let shape = filter.shape();
         let values = filter.values(scope, user_id);
         let limit = query.limit.min(CANDIDATES);
         let mut client = self.client().await?;
@@ -494,36 +530,68 @@ impl Store {
                 .start()
                 .await?;
             let semantic: Vec<Uuid> = if use_vectors {
-                let stmt = tx
-                    .prepare_typed_cached(&semantic_sql(&filter_sql, dim), &FILTER_TYPES)
-                    .await?;
-                let rows =
-                    query_planned(&tx, Plan::PerCall, &stmt, &values.with(&[&vector])).await?;
-                rows.first().map(|r| r.get(0)).unwrap_or_default()
+                let nearest = SEMANTIC.get((shape, dim), || semantic_sql(shape, dim));
+                let stmt = tx.prepare_cached(&nearest.sql).await?;
+                let params = nearest.values(|slot| match slot {
+                    Slot::Vector => Some(&vector),
+                    filter => values.get(filter),
+                })?;
+                let rows = query_planned(&tx, Plan::PerCall, &stmt, &params).await?;
+                match rows.first() {
+                    Some(row) => row.try_get("ids")?,
+                    None => Vec::new(),
+                }
             } else {
                 Vec::new()
             };
-            let stmt = tx
-                .prepare_typed_cached(&search_sql(&filter_sql, dim), &FILTER_TYPES)
-                .await?;
-            let params = values.with(&[
-                &vector,
-                &use_vectors,
-                &limit,
-                &starts,
-                &ends,
-                &keywords.ids,
-                &semantic,
-            ]);
+            let fusion = FUSION.get((shape, dim), || search_sql(shape, dim));
+            let stmt = tx.prepare_cached(&fusion.sql).await?;
+            let params = fusion.values(|slot| match slot {
+                Slot::Vector => Some(&vector),
+                Slot::UseVector => Some(&use_vectors),
+                Slot::Limit => Some(&limit),
+                Slot::WindowStarts => Some(&starts),
+                Slot::WindowEnds => Some(&ends),
+                Slot::KeywordIds => Some(&keywords.ids),
+                Slot::VectorIds => Some(&semantic),
+                filter => values.get(filter),
+            })?;
             query_planned(&tx, Plan::Cached, &stmt, &params).await
         })
         .await?;
-        Ok(rows
-            .iter()
-            .map(|row| Hit {
-                memory: Memory::from_row(row),
-                score: row.get(16),
+        super::read_rows(&rows, |row| {
+            Ok(Hit {
+                memory: Memory::from_row(row)?,
+                score: row.try_get("score")?,
             })
-            .collect())
+        })
+    }
+
+    /// The plan PostgreSQL chooses for the vector statement of a search of
+    /// `embedding` under `filter`, planned per call as [`Store::search`]
+    /// plans it: what `tests/store.rs` checks keeps the HNSW index.
+    #[doc(hidden)]
+    pub async fn explain_vector_search(
+        &self,
+        scope: &Scope,
+        filter: &ListFilter,
+        embedding: Vec<f32>,
+    ) -> Result<String, StoreError> {
+        let mut client = self.client().await?;
+        let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
+            return Ok(String::new());
+        };
+        let tx = client.build_transaction().read_only(true).start().await?;
+        let nearest = semantic_sql(filter.shape(), self.embedding_dim());
+        let stmt = tx.prepare(&format!("EXPLAIN {}", nearest.sql)).await?;
+        let values = filter.values(scope, user_id);
+        let vector = Vector::from(embedding);
+        let params = nearest.values(|slot| match slot {
+            Slot::Vector => Some(&vector),
+            filter => values.get(filter),
+        })?;
+        let rows = query_planned(&tx, Plan::PerCall, &stmt, &params).await?;
+        let lines = super::read_rows(&rows, |r| Ok(r.try_get::<_, String>("QUERY PLAN")?))?;
+        Ok(lines.join("\n"))
     }
 }

@@ -72,7 +72,8 @@ impl Store {
                  WHERE id = $1 AND expires_at > now() AND init_state IS NOT NULL",
             )
             .await?;
-        Ok(client.query_opt(&stmt, &[&id]).await?.map(|r| r.get(0)))
+        let row = client.query_opt(&stmt, &[&id]).await?;
+        Ok(row.map(|r| r.try_get("init_state")).transpose()?)
     }
 
     pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
@@ -106,14 +107,14 @@ impl Store {
                        WHERE id = $1 AND expires_at > now() AND principal IS NOT DISTINCT FROM $2 \
                          AND last_activity_at < now() - make_interval(secs => least(30, $3::float8 / 10)) \
                        RETURNING 1) \
-                 SELECT (SELECT count(*) FROM s), \
-                        (SELECT count(*) FROM s WHERE principal IS NOT DISTINCT FROM $2)",
+                 SELECT (SELECT count(*) FROM s) AS live, \
+                        (SELECT count(*) FROM s WHERE principal IS NOT DISTINCT FROM $2) AS owned",
             )
             .await?;
         let row = client
             .query_one(&stmt, &[&id, &principal, &ttl.as_secs_f64()])
             .await?;
-        let (exists, owned): (i64, i64) = (row.get(0), row.get(1));
+        let (exists, owned): (i64, i64) = (row.try_get("live")?, row.try_get("owned")?);
         Ok(match (exists, owned) {
             (0, _) => SessionCheck::Unknown,
             (_, 0) => SessionCheck::Forbidden,
@@ -134,8 +135,8 @@ impl Store {
     pub async fn count_sessions(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("SELECT count(*) FROM companion_sessions WHERE expires_at > now()")
+            .prepare_cached("SELECT count(*) AS n FROM companion_sessions WHERE expires_at > now()")
             .await?;
-        Ok(client.query_one(&stmt, &[]).await?.get(0))
+        Ok(client.query_one(&stmt, &[]).await?.try_get("n")?)
     }
 }

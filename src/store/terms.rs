@@ -48,16 +48,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The capped count of `l`'s rows in the scope ($1 companion, $2 user).
-fn df_sql(lexeme: &str) -> String {
-    format!(
+/// The count of lexeme `l`'s rows in the scope ($1 companion, $2 user),
+/// capped at [`DF_CAP`] (the literal below: `concat!` takes no constants;
+/// a test checks they agree).
+macro_rules! df {
+    () => {
         "SELECT count(*) FROM ( \
             SELECT 1 FROM memories m WHERE m.companion_id = $1 AND m.user_id = $2 \
             AND m.archived_at IS NULL \
-            AND m.search_tsv @@ to_tsquery('simple', quote_literal({lexeme})) \
-            LIMIT {DF_CAP}) x"
-    )
+            AND m.search_tsv @@ to_tsquery('simple', quote_literal(l)) \
+            LIMIT 500) x"
+    };
 }
+
+/// N (the scope's size), the lexemes of $3 and their document frequencies.
+const STATS_SQL: &str = concat!(
+    "WITH lex AS ( \
+        SELECT DISTINCT l FROM unnest(tsvector_to_array(to_tsvector('english', $3))) l) \
+     SELECT (SELECT count(*) FROM memories WHERE companion_id = $1 AND user_id = $2 \
+                AND archived_at IS NULL) AS n, \
+            coalesce(array_agg(l ORDER BY l), '{}') AS lexemes, \
+            coalesce(array_agg(c.df ORDER BY l), '{}') AS dfs \
+     FROM lex CROSS JOIN LATERAL (",
+    df!(),
+    ") c(df)"
+);
+
+/// The distinct lexemes of $1.
+const LEXEMES_SQL: &str = "SELECT coalesce(array_agg(DISTINCT l), '{}') AS lexemes \
+     FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l";
+
+/// The document frequencies of the lexemes $3.
+const DFS_SQL: &str = concat!("SELECT l, (", df!(), ") AS df FROM unnest($3::text[]) l");
 
 impl Store {
     /// N and the document frequencies of `text`'s lexemes in the scope: one
@@ -77,23 +99,12 @@ impl Store {
             .map(|(n, _)| n)
             .filter(|n| *n >= CACHE_FROM);
         let Some(scope_size) = cached_size else {
-            let stmt = client
-                .prepare_cached(&format!(
-                    "WITH lex AS ( \
-                        SELECT DISTINCT l FROM unnest(tsvector_to_array(to_tsvector('english', $3))) l) \
-                     SELECT (SELECT count(*) FROM memories WHERE companion_id = $1 AND user_id = $2 \
-                                AND archived_at IS NULL), \
-                            coalesce(array_agg(l ORDER BY l), '{{}}'), \
-                            coalesce(array_agg(c.df ORDER BY l), '{{}}') \
-                     FROM lex CROSS JOIN LATERAL ({}) c(df)",
-                    df_sql("l")
-                ))
-                .await?;
+            let stmt = client.prepare_cached(STATS_SQL).await?;
             let row = client.query_one(&stmt, &[&companion, &user, &text]).await?;
             let stats = TermStats {
-                scope_size: row.get(0),
-                lexemes: row.get(1),
-                dfs: row.get(2),
+                scope_size: row.try_get("n")?,
+                lexemes: row.try_get("lexemes")?,
+                dfs: row.try_get("dfs")?,
             };
             lock(&cache.sizes).insert(key, (stats.scope_size, Instant::now()));
             if stats.scope_size >= CACHE_FROM {
@@ -101,13 +112,11 @@ impl Store {
             }
             return Ok(stats);
         };
-        let stmt = client
-            .prepare_cached(
-                "SELECT coalesce(array_agg(DISTINCT l), '{}') \
-                 FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l",
-            )
-            .await?;
-        let lexemes: Vec<String> = client.query_one(&stmt, &[&text]).await?.get(0);
+        let stmt = client.prepare_cached(LEXEMES_SQL).await?;
+        let lexemes: Vec<String> = client
+            .query_one(&stmt, &[&text])
+            .await?
+            .try_get("lexemes")?;
         let mut dfs: Vec<Option<i64>> = {
             let map = lock(&cache.dfs);
             lexemes
@@ -122,15 +131,12 @@ impl Store {
             .map(|(l, _)| l.clone())
             .collect();
         if !missing.is_empty() {
-            let stmt = client
-                .prepare_cached(&format!(
-                    "SELECT l, ({}) FROM unnest($3::text[]) l",
-                    df_sql("l")
-                ))
-                .await?;
+            let stmt = client.prepare_cached(DFS_SQL).await?;
             let rows = client.query(&stmt, &[&companion, &user, &missing]).await?;
-            let (names, counts): (Vec<String>, Vec<i64>) =
-                rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1))).unzip();
+            let pairs = super::read_rows(&rows, |r| {
+                Ok((r.try_get::<_, String>("l")?, r.try_get::<_, i64>("df")?))
+            })?;
+            let (names, counts): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
             remember(cache, key, &names, &counts);
             let counted: HashMap<&String, i64> = names.iter().zip(counts).collect();
             for (d, l) in dfs.iter_mut().zip(&lexemes) {
@@ -155,5 +161,13 @@ fn remember(cache: &TermCache, (companion, user): (Uuid, Uuid), lexemes: &[Strin
     let now = Instant::now();
     for (l, d) in lexemes.iter().zip(dfs) {
         map.insert((companion, user, l.clone()), (*d, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_frequency_statement_caps_at_df_cap() {
+        assert!(super::DFS_SQL.contains(&format!("LIMIT {}) x", super::DF_CAP)));
     }
 }

@@ -57,7 +57,8 @@ pub struct SummarizeArgs {
 /// A kind named in a string argument.
 pub(crate) fn parse_kind(field: &str, value: &str) -> Result<Kind, ToolError> {
     Kind::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .find(|k| k.as_str() == value.trim())
         .ok_or_else(|| {
             let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();

@@ -47,6 +47,9 @@ pub struct StoreMemoryResult {
     pub id: Uuid,
     /// False when identical content was already stored for this user: `id` is that memory.
     pub created: bool,
+    /// When the memory will be forgotten (null: never). Storing identical content again keeps
+    /// the later of the two expiries, where none is the latest.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// False when the embedding model was unavailable; the memory is kept, keyword search finds
     /// it at once and vector search once the background job embeds it.
     pub embedded: bool,
@@ -151,6 +154,7 @@ impl MnemoServer {
         Ok(Out(StoreMemoryResult {
             id: outcome.id,
             created: outcome.created,
+            expires_at: outcome.expires_at,
             embedded,
         }))
     }
@@ -202,6 +206,7 @@ impl MnemoServer {
                 .map(|(o, embedded)| StoreMemoryResult {
                     id: o.id,
                     created: o.created,
+                    expires_at: o.expires_at,
                     embedded,
                 })
                 .collect(),
