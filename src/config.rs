@@ -367,6 +367,21 @@ pub struct Settings {
     )]
     pub max_body_bytes: Option<usize>,
 
+    /// Seconds a client gets to send a request's headers (also the longest wait for the next
+    /// request on a keep-alive connection) [default: 10].
+    #[arg(long, global = true, env = "MNEMO_HTTP_HEADER_TIMEOUT_SECS", value_name = "SECS")]
+    pub http_header_timeout_secs: Option<u64>,
+    /// Seconds a connection may move no byte before it is closed [default: 60].
+    #[arg(long, global = true, env = "MNEMO_HTTP_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    pub http_idle_timeout_secs: Option<u64>,
+    /// Seconds a client gets to send a whole request body [default: 30].
+    #[arg(long, global = true, env = "MNEMO_HTTP_BODY_TIMEOUT_SECS", value_name = "SECS")]
+    pub http_body_timeout_secs: Option<u64>,
+    /// Most HTTP connections open at once; more wait to be accepted [default: 1024, at most
+    /// the open-file limit less 128].
+    #[arg(long, global = true, env = "MNEMO_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
+
     /// Serve HTTP on a non-loopback address without API keys. Anyone who can reach the port
     /// can then read and change every memory of the configured companion.
     #[arg(long, global = true, env = "MNEMO_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
@@ -410,6 +425,19 @@ pub struct HttpConfig {
     pub rate_limit: u32,
     pub max_body_bytes: usize,
     pub insecure_no_auth: bool,
+    /// Connection limits (issue 16 item 3): see `transport::http::listener`.
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    pub const HEADER_TIMEOUT_SECS: u64 = 10;
+    /// Above rmcp's 15 s SSE keep-alive, so a live event stream is never idle.
+    pub const IDLE_TIMEOUT_SECS: u64 = 60;
+    pub const BODY_TIMEOUT_SECS: u64 = 30;
+    pub const MAX_CONNECTIONS: usize = 1024;
 }
 
 #[derive(Debug, Clone)]
@@ -546,6 +574,10 @@ impl Settings {
             rate_limit,
             max_body_bytes,
             insecure_no_auth,
+            http_header_timeout_secs,
+            http_idle_timeout_secs,
+            http_body_timeout_secs,
+            http_max_connections,
             log_format
         );
     }
@@ -641,9 +673,18 @@ impl Settings {
                 rate_limit: self.rate_limit.unwrap_or(1200),
                 max_body_bytes: self.max_body_bytes.unwrap_or(16 * 1024 * 1024).max(1024),
                 insecure_no_auth: self.insecure_no_auth.unwrap_or(false),
+                header_timeout: secs(self.http_header_timeout_secs, HttpConfig::HEADER_TIMEOUT_SECS),
+                idle_timeout: secs(self.http_idle_timeout_secs, HttpConfig::IDLE_TIMEOUT_SECS),
+                body_timeout: secs(self.http_body_timeout_secs, HttpConfig::BODY_TIMEOUT_SECS),
+                max_connections: self.http_max_connections.unwrap_or(HttpConfig::MAX_CONNECTIONS).max(1),
             },
         })
     }
+}
+
+/// A timeout of at least a second.
+fn secs(value: Option<u64>, default: u64) -> Duration {
+    Duration::from_secs(value.unwrap_or(default).max(1))
 }
 
 fn check_name(what: &str, value: &str, max: usize) -> Result<(), ConfigError> {
