@@ -28,8 +28,8 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -79,12 +79,11 @@ pub async fn serve(
         );
     }
     let permits = Arc::new(Semaphore::new(max));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only, as `axum::serve` with axum's default features was.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let tracker = TaskTracker::new();
     let full_log = log_throttle();
@@ -174,7 +173,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 
 /// One accepted connection.
 struct Connection {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<http1::Builder>,
     router: Router,
     remote: SocketAddr,
     idle_timeout: Duration,
@@ -202,10 +201,7 @@ impl Connection {
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
-                        let timeout = e
-                            .downcast_ref::<hyper::Error>()
-                            .is_some_and(hyper::Error::is_timeout);
-                        if timeout {
+                        if e.is_timeout() {
                             dropped("header_timeout", remote);
                         } else {
                             tracing::debug!(error = %e, %remote, "HTTP connection ended with an error");
