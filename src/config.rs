@@ -369,17 +369,37 @@ pub struct Settings {
 
     /// Seconds a client gets to send a request's headers (also the longest wait for the next
     /// request on a keep-alive connection) [default: 10].
-    #[arg(long, global = true, env = "MNEMO_HTTP_HEADER_TIMEOUT_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_HTTP_HEADER_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
     pub http_header_timeout_secs: Option<u64>,
     /// Seconds a connection may move no byte before it is closed [default: 60].
-    #[arg(long, global = true, env = "MNEMO_HTTP_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_HTTP_IDLE_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
     pub http_idle_timeout_secs: Option<u64>,
     /// Seconds a client gets to send a whole request body [default: 30].
-    #[arg(long, global = true, env = "MNEMO_HTTP_BODY_TIMEOUT_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_HTTP_BODY_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
     pub http_body_timeout_secs: Option<u64>,
     /// Most HTTP connections open at once; more wait to be accepted [default: 1024, at most
     /// the open-file limit less 128].
-    #[arg(long, global = true, env = "MNEMO_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "MNEMO_HTTP_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
     pub http_max_connections: Option<usize>,
 
     /// Serve HTTP on a non-loopback address without API keys. Anyone who can reach the port
@@ -673,10 +693,16 @@ impl Settings {
                 rate_limit: self.rate_limit.unwrap_or(1200),
                 max_body_bytes: self.max_body_bytes.unwrap_or(16 * 1024 * 1024).max(1024),
                 insecure_no_auth: self.insecure_no_auth.unwrap_or(false),
-                header_timeout: secs(self.http_header_timeout_secs, HttpConfig::HEADER_TIMEOUT_SECS),
+                header_timeout: secs(
+                    self.http_header_timeout_secs,
+                    HttpConfig::HEADER_TIMEOUT_SECS,
+                ),
                 idle_timeout: secs(self.http_idle_timeout_secs, HttpConfig::IDLE_TIMEOUT_SECS),
                 body_timeout: secs(self.http_body_timeout_secs, HttpConfig::BODY_TIMEOUT_SECS),
-                max_connections: self.http_max_connections.unwrap_or(HttpConfig::MAX_CONNECTIONS).max(1),
+                max_connections: self
+                    .http_max_connections
+                    .unwrap_or(HttpConfig::MAX_CONNECTIONS)
+                    .max(1),
             },
         })
     }

@@ -116,7 +116,10 @@ async fn stalled_sockets_do_not_starve_a_real_client() {
 
     // The first stalled socket was closed by the server.
     let (_, closed) = read_until_closed(&mut stalled[0], Duration::from_secs(10)).await;
-    assert!(closed, "a socket that never finished its headers stays open");
+    assert!(
+        closed,
+        "a socket that never finished its headers stays open"
+    );
     drop(stalled);
 
     let base = server.url.trim_end_matches("/mcp");

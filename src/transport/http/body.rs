@@ -71,23 +71,23 @@ pub async fn check(State(limits): State<BodyLimits>, request: Request, next: Nex
         return too_large();
     }
     let (parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, max_bytes)).await
-    {
-        Ok(Ok(bytes)) => bytes,
-        // Past the limit, or the client hung up mid-body (then nobody reads this).
-        Ok(Err(_)) => return too_large(),
-        Err(_) => {
-            return closing(rpc_error(
-                StatusCode::REQUEST_TIMEOUT,
-                Value::Null,
-                INVALID_REQUEST,
-                &format!(
-                    "request body not received within {} s (--http-body-timeout-secs)",
-                    limits.timeout.as_secs()
-                ),
-            ));
-        }
-    };
+    let bytes =
+        match tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, max_bytes)).await {
+            Ok(Ok(bytes)) => bytes,
+            // Past the limit, or the client hung up mid-body (then nobody reads this).
+            Ok(Err(_)) => return too_large(),
+            Err(_) => {
+                return closing(rpc_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Value::Null,
+                    INVALID_REQUEST,
+                    &format!(
+                        "request body not received within {} s (--http-body-timeout-secs)",
+                        limits.timeout.as_secs()
+                    ),
+                ));
+            }
+        };
     let message: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -108,7 +108,9 @@ pub async fn check(State(limits): State<BodyLimits>, request: Request, next: Nex
         return rpc_error(status, id, problem.code, &problem.message);
     }
     let id = message.get("id").cloned().unwrap_or(Value::Null);
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     name_missing_session(response, has_session, id)
 }
 

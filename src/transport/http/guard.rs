@@ -157,11 +157,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
     if let Some(limiter) = &guard.limiter
         && let Err(retry_after) = limiter.take(&principal.id())
     {
-        return too_many(
-            "key",
-            retry_after,
-            "rate limit exceeded: retry in {secs} s",
-        );
+        return too_many("key", retry_after, "rate limit exceeded: retry in {secs} s");
     }
     if let Some(session) = request
         .headers()

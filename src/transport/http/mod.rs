@@ -221,7 +221,10 @@ impl AllowedHosts {
         }
         let loopback = ["localhost", "127.0.0.1", "::1"].map(String::from);
         AllowedHosts(Some(
-            loopback.into_iter().chain(configured.iter().cloned()).collect(),
+            loopback
+                .into_iter()
+                .chain(configured.iter().cloned())
+                .collect(),
         ))
     }
 
@@ -378,7 +381,11 @@ mod tests {
         ] {
             assert!(hosts.allows(ok), "{ok:?}");
         }
-        for bad in ["attacker.example", "attacker.example:8080", "localhost.evil"] {
+        for bad in [
+            "attacker.example",
+            "attacker.example:8080",
+            "localhost.evil",
+        ] {
             assert!(!hosts.allows(Some(bad)), "{bad}");
         }
         assert!(AllowedHosts::new(&["*".to_string()]).allows(Some("any.where")));
