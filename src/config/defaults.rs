@@ -25,6 +25,11 @@ pub const PURGE_INTERVAL_SECS: u64 = 300;
 pub const SESSION_TTL_HOURS: f64 = 168.0;
 pub const RATE_LIMIT: u32 = 1200;
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub const HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Above rmcp's 15 s SSE keep-alive, so a live event stream is never idle.
+pub const HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const HTTP_BODY_TIMEOUT_SECS: u64 = 30;
+pub const HTTP_MAX_CONNECTIONS: usize = 1024;
 pub const LOG_FORMAT: LogFormat = LogFormat::Text;
 
 /// The runtime dir, under the default data dir.

@@ -74,6 +74,11 @@ pub struct HttpConfig {
     pub rate_limit: u32,
     pub max_body_bytes: usize,
     pub insecure_no_auth: bool,
+    /// Connection limits (issue 16 item 3): see `transport::http::listener`.
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -105,9 +105,24 @@ impl Settings {
                     .unwrap_or(defaults::MAX_BODY_BYTES)
                     .max(1024),
                 insecure_no_auth: self.insecure_no_auth.unwrap_or(false),
+                header_timeout: secs(
+                    self.http_header_timeout_secs,
+                    defaults::HTTP_HEADER_TIMEOUT_SECS,
+                ),
+                idle_timeout: secs(self.http_idle_timeout_secs, defaults::HTTP_IDLE_TIMEOUT_SECS),
+                body_timeout: secs(self.http_body_timeout_secs, defaults::HTTP_BODY_TIMEOUT_SECS),
+                max_connections: self
+                    .http_max_connections
+                    .unwrap_or(defaults::HTTP_MAX_CONNECTIONS)
+                    .max(1),
             },
         })
     }
+}
+
+/// A timeout of at least a second.
+fn secs(value: Option<u64>, default: u64) -> Duration {
+    Duration::from_secs(value.unwrap_or(default).max(1))
 }
 
 fn session_ttl(hours: f64) -> Result<Duration, ConfigError> {

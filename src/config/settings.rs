@@ -185,6 +185,24 @@ settings! {
     max_body_bytes: usize [env = "MNEMO_MAX_BODY_BYTES", value_name = "BYTES"]
         = defaults::MAX_BODY_BYTES;
 
+    /// Seconds a client gets to send a request's headers (also the longest wait for the next
+    /// request on a keep-alive connection).
+    http_header_timeout_secs: u64 [env = "MNEMO_HTTP_HEADER_TIMEOUT_SECS", value_name = "SECS"]
+        = defaults::HTTP_HEADER_TIMEOUT_SECS;
+
+    /// Seconds a connection may move no byte before it is closed.
+    http_idle_timeout_secs: u64 [env = "MNEMO_HTTP_IDLE_TIMEOUT_SECS", value_name = "SECS"]
+        = defaults::HTTP_IDLE_TIMEOUT_SECS;
+
+    /// Seconds a client gets to send a whole request body.
+    http_body_timeout_secs: u64 [env = "MNEMO_HTTP_BODY_TIMEOUT_SECS", value_name = "SECS"]
+        = defaults::HTTP_BODY_TIMEOUT_SECS;
+
+    /// Most HTTP connections open at once (at most the open-file limit less 128); more wait
+    /// to be accepted.
+    http_max_connections: usize [env = "MNEMO_HTTP_MAX_CONNECTIONS", value_name = "N"]
+        = defaults::HTTP_MAX_CONNECTIONS;
+
     /// Serve HTTP on a non-loopback address without API keys. Anyone who can reach the port
     /// can then read and change every memory of the configured companion.
     insecure_no_auth: bool

@@ -1,15 +1,21 @@
-//! JSON-RPC framing checks on `POST /mcp`, before rmcp sees the body.
+//! JSON-RPC framing on `/mcp`: checks before rmcp sees a POST body, and
+//! answers rmcp gives with the wrong status or shape.
 //!
 //! rmcp answers a body it cannot decode with 415 Unsupported Media Type and a
 //! `tools/call` whose parameters do not decode with "method not found". MCP
 //! clients (and people reading logs) deserve the JSON-RPC answers instead:
 //!
-//! - larger than `--max-body-bytes`: 413;
+//! - larger than `--max-body-bytes`: 413, and the connection is closed;
+//! - not received within `--http-body-timeout-secs`: 408, likewise;
 //! - not JSON (including invalid UTF-8 and nesting past serde_json's limit):
 //!   400 with a parse error (-32700);
 //! - JSON but not one JSON-RPC 2.0 message: 400 with invalid request (-32600);
 //! - `tools/call` without a tool name or with non-object arguments: a
-//!   JSON-RPC invalid params error (-32602) for that request id.
+//!   JSON-RPC invalid params error (-32602) for that request id;
+//! - no `Mcp-Session-Id` where rmcp needs one: 400 with invalid request
+//!   (-32600) naming the header, where rmcp answers plain text;
+//! - a session ended with DELETE: 204, where rmcp answers 202 (which the
+//!   Python SDK logs as "Session termination failed: 202").
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,38 +23,71 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use std::time::Duration;
+
+const SESSION_ID: &str = "mcp-session-id";
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 const INVALID_PARAMS: i64 = -32602;
 
-/// The axum middleware; its state is the largest accepted body in bytes.
-pub async fn check(State(max_bytes): State<usize>, request: Request, next: Next) -> Response {
+/// What the check allows a body.
+#[derive(Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// The whole body must arrive within this (a client that stops
+    /// mid-body would otherwise hold its connection open forever).
+    pub timeout: Duration,
+}
+
+/// The axum middleware.
+pub async fn check(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+    let has_session = request.headers().contains_key(SESSION_ID);
     if request.method() != Method::POST {
-        return next.run(request).await;
+        let ending = request.method() == Method::DELETE;
+        let mut response = next.run(request).await;
+        if ending && response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+        }
+        return name_missing_session(response, has_session, Value::Null);
     }
+    let max_bytes = limits.max_bytes;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // The rest of the body stays unread, so the connection cannot carry
+    // another request: say so and close it (issue 16 item 7).
     let too_large = || {
-        rpc_error(
+        closing(rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             Value::Null,
             INVALID_REQUEST,
             &format!("request body larger than {max_bytes} bytes (--max-body-bytes)"),
-        )
+        ))
     };
     if declared.is_some_and(|n| n > max_bytes as u64) {
         return too_large();
     }
     let (parts, body) = request.into_parts();
-    // Fails only past the limit, or when the client stops sending mid-body
-    // (and then nobody reads the answer).
-    let Ok(bytes) = axum::body::to_bytes(body, max_bytes).await else {
-        return too_large();
-    };
+    let bytes =
+        match tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, max_bytes)).await {
+            Ok(Ok(bytes)) => bytes,
+            // Past the limit, or the client hung up mid-body (then nobody reads this).
+            Ok(Err(_)) => return too_large(),
+            Err(_) => {
+                return closing(rpc_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Value::Null,
+                    INVALID_REQUEST,
+                    &format!(
+                        "request body not received within {} s (--http-body-timeout-secs)",
+                        limits.timeout.as_secs()
+                    ),
+                ));
+            }
+        };
     let message: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -68,8 +107,38 @@ pub async fn check(State(max_bytes): State<usize>, request: Request, next: Next)
         };
         return rpc_error(status, id, problem.code, &problem.message);
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    name_missing_session(response, has_session, id)
+}
+
+/// rmcp answers a request that needs a session but names none with a bare
+/// 400 and a plain-text body (no content type); MCP clients expect a
+/// JSON-RPC error they can show (issue 16 item 9).
+fn name_missing_session(response: Response, has_session: bool, id: Value) -> Response {
+    if has_session
+        || response.status() != StatusCode::BAD_REQUEST
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        id,
+        INVALID_REQUEST,
+        "invalid request: the Mcp-Session-Id header is missing: send initialize first, then \
+         the session id from its response in an Mcp-Session-Id header on every later request",
+    )
+}
+
+/// `response` with `Connection: close`: hyper closes the connection after it.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 struct Problem {

@@ -11,6 +11,7 @@
 
 mod body;
 mod guard;
+mod listener;
 mod sessions;
 
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ pub enum HttpError {
     Io(#[from] std::io::Error),
 }
 
+/// rmcp's default interval between SSE keep-alive comments.
+const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Origins of pages served from this machine: always allowed.
@@ -85,22 +89,20 @@ pub fn router(
     let mut mcp_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown)
         .with_max_request_body_bytes(config.max_body_bytes)
+        // A keep-alive comment well inside the idle timeout, so the listener
+        // never takes a live event stream for an idle connection.
+        .with_sse_keep_alive(Some(SSE_KEEP_ALIVE.min(config.idle_timeout / 2)))
         .with_allowed_origins(
             LOOPBACK_ORIGINS
                 .iter()
                 .map(|s| s.to_string())
                 .chain(config.allowed_origins.iter().cloned()),
         );
-    if config.allowed_hosts.iter().any(|h| h == "*") {
-        mcp_config = mcp_config.disable_allowed_hosts();
-    } else {
-        mcp_config = mcp_config.with_allowed_hosts(
-            ["localhost", "127.0.0.1", "::1"]
-                .into_iter()
-                .map(String::from)
-                .chain(config.allowed_hosts.iter().cloned()),
-        );
-    }
+    let hosts = AllowedHosts::new(&config.allowed_hosts);
+    mcp_config = match &hosts.0 {
+        None => mcp_config.disable_allowed_hosts(),
+        Some(names) => mcp_config.with_allowed_hosts(names.iter().cloned()),
+    };
     mcp_config.session_store = Some(Arc::new(PgSessionStore {
         app: app.clone(),
         ttl: config.session_ttl,
@@ -121,7 +123,10 @@ pub fn router(
     let mcp = Router::new()
         .route_service("/mcp", mcp)
         .route_layer(axum::middleware::from_fn_with_state(
-            config.max_body_bytes,
+            body::BodyLimits {
+                max_bytes: config.max_body_bytes,
+                timeout: config.body_timeout,
+            },
             body::check,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -132,6 +137,10 @@ pub fn router(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            check_host,
+        ))
         .with_state(Ops { app, metrics });
     let router = mcp
         .merge(ops)
@@ -203,6 +212,62 @@ fn is_loopback_origin(origin: &HeaderValue) -> bool {
     matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
 }
 
+/// Host names accepted (rmcp checks them on `/mcp`, [`check_host`] on the
+/// operations endpoints); `None` accepts any.
+struct AllowedHosts(Option<Vec<String>>);
+
+impl AllowedHosts {
+    fn new(configured: &[String]) -> Self {
+        if configured.iter().any(|h| h == "*") {
+            return AllowedHosts(None);
+        }
+        let loopback = ["localhost", "127.0.0.1", "::1"].map(String::from);
+        AllowedHosts(Some(
+            loopback
+                .into_iter()
+                .chain(configured.iter().cloned())
+                .collect(),
+        ))
+    }
+
+    /// A DNS-rebinding page always sends its own DNS name, so an IP literal
+    /// (what Kubernetes probes send) and a missing Host are safe to accept.
+    fn allows(&self, host: Option<&str>) -> bool {
+        let (Some(names), Some(host)) = (&self.0, host) else {
+            return true;
+        };
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        name.parse::<std::net::IpAddr>().is_ok()
+            || names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name) || n.eq_ignore_ascii_case(host))
+    }
+}
+
+/// The Host check on `/healthz`, `/readyz` and `/metrics`: without it a
+/// DNS-rebinding page could read them (issue 16 item 9).
+async fn check_host(
+    State(hosts): State<Arc<AllowedHosts>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if hosts.allows(host) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        "this Host is not allowed: add it to --allowed-hosts\n",
+    )
+        .into_response()
+}
+
 /// Ready when the database answers and the embedding model is loaded
 /// (migrations were applied before the server started listening).
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
@@ -253,8 +318,41 @@ pub async fn serve(
     tracing::info!(url = %format!("http://{local}/mcp"), keys_required, "listening");
     // Tests and scripts read this line to find the port when binding :0.
     eprintln!("mnemo: listening on http://{local}/mcp");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let limits = listener::Limits {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
+    listener::serve(listener, router, limits, shutdown).await;
     Ok(())
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_hosts_are_loopback_listed_or_ip_literals() {
+        let hosts = AllowedHosts::new(&["mnemo.example".to_string()]);
+        for ok in [
+            None,
+            Some("localhost"),
+            Some("LOCALHOST:8080"),
+            Some("[::1]:80"),
+            Some("10.0.0.7:8080"),
+            Some("mnemo.example"),
+            Some("mnemo.example:443"),
+        ] {
+            assert!(hosts.allows(ok), "{ok:?}");
+        }
+        for bad in [
+            "attacker.example",
+            "attacker.example:8080",
+            "localhost.evil",
+        ] {
+            assert!(!hosts.allows(Some(bad)), "{bad}");
+        }
+        assert!(AllowedHosts::new(&["*".to_string()]).allows(Some("any.where")));
+    }
 }
