@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the browser the console test drives (tests/console.rs): Debian's
 # chromium and chromium-driver. Idempotent: does nothing when both are
-# present. Needs root (or sudo) only when it has something to install.
+# present (fonts too: screenshots need them). Needs root (or sudo) only when it has something to install.
 set -euo pipefail
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
   exit 0
@@ -13,4 +13,5 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "setup-browser: installing chromium and chromium-driver" >&2
 $sudo apt-get update -qq >&2
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+  chromium chromium-driver fonts-liberation fonts-dejavu-core >&2
