@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the browser the console test drives (tests/console.rs): Debian's
-# chromium and chromium-driver. Idempotent: does nothing when both are
-# present (fonts too: screenshots need them). Needs root (or sudo) only when it has something to install.
+# chromium and chromium-driver, and fonts for its screenshots. Idempotent:
+# does nothing when both programs are present. Needs root (or sudo) only
+# when it has something to install.
 set -euo pipefail
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
   exit 0
