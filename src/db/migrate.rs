@@ -33,6 +33,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_memory_access",
         include_str!("../../migrations/0005_memory_access.sql"),
     ),
+    (
+        "0007_console_sessions",
+        include_str!("../../migrations/0007_console_sessions.sql"),
+    ),
 ];
 
 /// Tables with an `embedding vector` column that [`fix_dimension`] types

@@ -12,9 +12,12 @@
 //! - `contexts`: conversation logs (append, read, fork, delete) and message search
 //! - `catalog`: resource listing, user profiles and completion candidates
 //! - `export`: streaming export and batched, id-preserving import (backups)
+//! - `users`: users with what is kept about them; forgetting one
+//! - `console`: the web console's sessions and read-only views
 
 mod access;
 pub mod catalog;
+pub mod console;
 pub mod contexts;
 pub mod export;
 pub mod jobs;
@@ -24,6 +27,7 @@ pub mod relations;
 pub mod search;
 pub mod sessions;
 mod terms;
+pub mod users;
 
 use chrono::{DateTime, Utc};
 use pgvector::Vector;

@@ -32,6 +32,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::HttpConfig;
+use crate::console;
 use crate::tools::{App, MnemoServer};
 use guard::Guard;
 use sessions::PgSessionStore;
@@ -133,6 +134,7 @@ pub fn router(
         .with_state(Ops { app, metrics });
     let router = mcp
         .merge(ops)
+        .merge(console::router(guard.app.clone(), config, keys_required))
         .layer(cors(&config.allowed_origins))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
