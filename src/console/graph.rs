@@ -43,12 +43,17 @@ fn place<'a>(start: &'a Memory, reached: &'a [(Memory, i32)]) -> Vec<Node<'a>> {
         y: cy,
     }];
     for depth in 1..=DEPTH {
-        let ring: Vec<&(Memory, i32)> = reached.iter().filter(|(_, d)| *d == depth).collect();
+        let ring: Vec<&'a Memory> = reached
+            .iter()
+            .filter(|(_, d)| *d == depth)
+            .map(|(m, _)| m)
+            .collect();
+        let count = ring.len().max(1) as f64;
         let radius = f64::from(depth) * (HEIGHT / 2.0 - 60.0) / f64::from(DEPTH);
         // Offset the outer ring so its labels fall between the inner ones.
-        let offset = if depth % 2 == 0 { PI / ring.len().max(1) as f64 } else { 0.0 };
-        for (i, (memory, _)) in ring.iter().enumerate() {
-            let angle = offset - PI / 2.0 + 2.0 * PI * i as f64 / ring.len() as f64;
+        let offset = if depth % 2 == 0 { PI / count } else { 0.0 };
+        for (i, memory) in ring.into_iter().enumerate() {
+            let angle = offset - PI / 2.0 + 2.0 * PI * i as f64 / count;
             nodes.push(Node {
                 memory,
                 depth,

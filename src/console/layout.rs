@@ -88,9 +88,9 @@ pub fn field(id: &str, label: &str, hint: Option<&str>, error: Option<&str>, con
         div.field.invalid[error.is_some()] {
             label for=(id) { (label) }
             (control)
-            @if let Some(h) = hint { small #(format!("{id}-hint")) { (h) } }
+            @if let Some(h) = hint { small id=(format!("{id}-hint")) { (h) } }
             @if let Some(e) = error {
-                p.error #(format!("{id}-error")) role="alert" { (e) }
+                p.error id=(format!("{id}-error")) role="alert" { (e) }
             }
         }
     }

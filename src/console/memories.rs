@@ -46,6 +46,9 @@ pub struct ListParams {
     until: String,
     #[serde(default)]
     cursor: String,
+    /// What the previous action did, for the notice.
+    #[serde(default)]
+    done: String,
 }
 
 fn set(text: &str) -> Option<&str> {
@@ -182,7 +185,7 @@ fn search_form(users: &[UserSummary], q: &str, user: &str, mode: &str, error: Op
 pub fn user_select(id: &str, users: &[UserSummary], chosen: &str, any: bool) -> Markup {
     let listed = users.iter().any(|u| u.user_id == chosen);
     html! {
-        select #(id) name="user" {
+        select id=(id) name="user" {
             @if any { option value="" selected[chosen.is_empty()] { "All users" } }
             @if !chosen.is_empty() && !listed { option value=(chosen) selected { (chosen) } }
             @for u in users {
@@ -267,6 +270,7 @@ pub async fn list(
     let errors = listing.as_ref().err().unwrap_or(&no_errors);
     let user = search_user(&console, &users, &p.user);
     let body = html! {
+        @if p.done == "deleted" { (layout::notice("Deleted for good, with its relations.", false)) }
         (search_form(&users, "", &user, "hybrid", None))
         (filter_form(&users, &p, errors))
         @match &listing {
