@@ -377,6 +377,7 @@ async fn a_person_signs_in_finds_corrects_and_forgets_in_a_real_browser() {
 
     // CSRF: a POST without the token, with a wrong one, or from another
     // site is refused, and changes nothing.
+    browser.goto(&memory_url).await.unwrap();
     let csrf = browser
         .find(Locator::Css("input[name='csrf']"))
         .await
