@@ -115,7 +115,10 @@ pub async fn page(
     let id = Uuid::parse_str(&id).map_err(|_| Oops::NotFound)?;
     let store = &console.app.store;
     let start = store.peek_memory(&signed.scope, id).await?;
-    let reached = match store.related(&signed.scope, id, DEPTH, None, MAX_NODES).await {
+    let reached = match store
+        .related(&signed.scope, id, DEPTH, None, MAX_NODES)
+        .await
+    {
         Ok(r) => r,
         Err(StoreError::NotFound(_)) => Vec::new(),
         Err(e) => return Err(e.into()),

@@ -27,7 +27,11 @@ const SECTIONS: [(Nav, &str, &str); 4] = [
     (Nav::Overview, "/console", "Overview"),
     (Nav::Memories, "/console/memories", "Memories"),
     (Nav::Users, "/console/users", "Users"),
-    (Nav::Conversations, "/console/conversations", "Conversations"),
+    (
+        Nav::Conversations,
+        "/console/conversations",
+        "Conversations",
+    ),
 ];
 
 /// A whole page: `title` in the tab and as the heading, `body` in main.
@@ -83,7 +87,13 @@ pub fn csrf(signed: &Signed) -> Markup {
 
 /// A labelled control with its hint and, after a refused save, the
 /// tools' validation message (tied to the control for screen readers).
-pub fn field(id: &str, label: &str, hint: Option<&str>, error: Option<&str>, control: Markup) -> Markup {
+pub fn field(
+    id: &str,
+    label: &str,
+    hint: Option<&str>,
+    error: Option<&str>,
+    control: Markup,
+) -> Markup {
     html! {
         div.field.invalid[error.is_some()] {
             label for=(id) { (label) }
@@ -209,7 +219,8 @@ impl IntoResponse for Oops {
             Oops::NotFound => (
                 StatusCode::NOT_FOUND,
                 "Not found",
-                "Nothing here: it may have been deleted, or belong to another companion.".to_string(),
+                "Nothing here: it may have been deleted, or belong to another companion."
+                    .to_string(),
             ),
             Oops::Forbidden(why) => (StatusCode::FORBIDDEN, "Refused", why),
             Oops::RateLimited => (
@@ -236,4 +247,3 @@ impl IntoResponse for Oops {
 pub fn empty(text: &str) -> Markup {
     html! { p.empty { (text) } }
 }
-

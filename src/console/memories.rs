@@ -112,7 +112,10 @@ fn browse(p: &ListParams) -> Result<Browse, Errors> {
         None => {}
         Some(Some(s)) => filter.state = s,
         Some(None) => {
-            errors.insert("state", "state must be live, archived, expired or all".into());
+            errors.insert(
+                "state",
+                "state must be live, archived, expired or all".into(),
+            );
         }
     }
     for (name, text, slot) in [
@@ -131,7 +134,11 @@ fn browse(p: &ListParams) -> Result<Browse, Errors> {
     {
         errors.insert("until", format!("since ({s}) must be before until ({u})"));
     }
-    if errors.is_empty() { Ok(filter) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(filter)
+    } else {
+        Err(errors)
+    }
 }
 
 fn encode_cursor(m: &Memory) -> String {
@@ -159,7 +166,13 @@ fn search_user(console: &Console, users: &[UserSummary], chosen: &str) -> String
 }
 
 /// The "Search memories" form.
-fn search_form(users: &[UserSummary], q: &str, user: &str, mode: &str, error: Option<&str>) -> Markup {
+fn search_form(
+    users: &[UserSummary],
+    q: &str,
+    user: &str,
+    mode: &str,
+    error: Option<&str>,
+) -> Markup {
     html! {
         form.search.card method="get" action="/console/search" role="search" {
             (layout::field("q", "Search memories", None, error, html! {
@@ -201,11 +214,17 @@ fn filter_form(users: &[UserSummary], p: &ListParams, errors: &Errors) -> Markup
     let err = |name: &str| errors.get(name).map(String::as_str);
     let text = |id: &'static str, label: &'static str, value: &str, hint: &'static str| {
         let error = err(id);
-        layout::field(id, label, Some(hint), error, html! {
-            input type="text" id=(id) name=(id) value=(value)
-                aria-invalid=[error.map(|_| "true")]
-                aria-describedby=[layout::described_by(id, true, error.is_some())];
-        })
+        layout::field(
+            id,
+            label,
+            Some(hint),
+            error,
+            html! {
+                input type="text" id=(id) name=(id) value=(value)
+                    aria-invalid=[error.map(|_| "true")]
+                    aria-describedby=[layout::described_by(id, true, error.is_some())];
+            },
+        )
     };
     html! {
         form.filters.card method="get" action="/console/memories" aria-label="Filters" {
@@ -251,10 +270,7 @@ pub async fn list(
     let store = &console.app.store;
     let users = store.users(&signed.scope).await?;
     let (status, listing) = match browse(&p) {
-        Err(errors) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Err(errors),
-        ),
+        Err(errors) => (StatusCode::UNPROCESSABLE_ENTITY, Err(errors)),
         Ok(filter) => {
             let cursor = set(&p.cursor).and_then(decode_cursor);
             let mut rows = store
@@ -331,7 +347,11 @@ pub async fn search(
 ) -> Reply {
     let users = console.app.store.users(&signed.scope).await?;
     let user = search_user(&console, &users, &p.user);
-    let mode = if p.mode.is_empty() { "hybrid" } else { p.mode.as_str() };
+    let mode = if p.mode.is_empty() {
+        "hybrid"
+    } else {
+        p.mode.as_str()
+    };
     let outcome = run_search(&console, &signed, &p.q, &user, mode).await;
     let (status, results) = match outcome {
         Ok(r) => (StatusCode::OK, Ok(r)),
@@ -427,7 +447,10 @@ mod tests {
     fn cursors_round_trip() {
         let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
         let id = Uuid::new_v4();
-        assert_eq!(decode_cursor(&format!("{}_{id}", at.timestamp_micros())), Some((at, id)));
+        assert_eq!(
+            decode_cursor(&format!("{}_{id}", at.timestamp_micros())),
+            Some((at, id))
+        );
         assert_eq!(decode_cursor("nope"), None);
     }
 }

@@ -154,7 +154,11 @@ fn patch(form: &EditForm, current: &Memory) -> Result<MemoryPatch, Errors> {
             }
         }
     }
-    if errors.is_empty() { Ok(patch) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(patch)
+    } else {
+        Err(errors)
+    }
 }
 
 fn changes_nothing(p: &MemoryPatch) -> bool {
@@ -189,7 +193,10 @@ pub async fn page(
     let notice = match done.done.as_str() {
         "saved" => Some(("Saved.", false)),
         "unchanged" => Some(("Nothing changed: the form had the stored values.", false)),
-        "archived" => Some(("Archived: search and lists skip it until it is restored.", false)),
+        "archived" => Some((
+            "Archived: search and lists skip it until it is restored.",
+            false,
+        )),
         "restored" => Some(("Restored.", false)),
         _ => None,
     };
@@ -305,13 +312,23 @@ fn relation_list(reached: &[&Reached]) -> Markup {
 
 fn edit_form(signed: &Signed, m: &Memory, f: &EditForm, errors: &Errors) -> Markup {
     let err = |name: &str| errors.get(name).map(String::as_str);
-    let input = |id: &'static str, label: &'static str, value: &str, hint: &'static str, kind: &'static str| {
+    let input = |id: &'static str,
+                 label: &'static str,
+                 value: &str,
+                 hint: &'static str,
+                 kind: &'static str| {
         let error = err(id);
-        layout::field(id, label, Some(hint), error, html! {
-            input type=(kind) id=(id) name=(id) value=(value)
-                aria-invalid=[error.map(|_| "true")]
-                aria-describedby=[layout::described_by(id, true, error.is_some())];
-        })
+        layout::field(
+            id,
+            label,
+            Some(hint),
+            error,
+            html! {
+                input type=(kind) id=(id) name=(id) value=(value)
+                    aria-invalid=[error.map(|_| "true")]
+                    aria-describedby=[layout::described_by(id, true, error.is_some())];
+            },
+        )
     };
     html! {
         form.card method="post" action=(format!("/console/memories/{}", m.id)) {
@@ -359,10 +376,18 @@ pub async fn edit(
             Ok::<_, Oops>(layout::reply(status, body))
         }
     };
-    let expected = match validate::time("expected_updated_at", Some(form.expected_updated_at.trim())) {
-        Ok(t) => t,
-        Err(e) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, Errors::new(), Some(e.to_string())).await,
-    };
+    let expected =
+        match validate::time("expected_updated_at", Some(form.expected_updated_at.trim())) {
+            Ok(t) => t,
+            Err(e) => {
+                return refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Errors::new(),
+                    Some(e.to_string()),
+                )
+                .await;
+            }
+        };
     let patch = match patch(&form, &current) {
         Ok(p) => p,
         Err(errors) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, errors, None).await,
@@ -371,12 +396,22 @@ pub async fn edit(
         return Ok(Redirect::to(&format!("/console/memories/{id}?done=unchanged")).into_response());
     }
     let embedding = match &patch.content {
-        Some(c) => app.embed_or_defer(vec![c.clone()]).await.and_then(|mut v| v.pop()),
+        Some(c) => app
+            .embed_or_defer(vec![c.clone()])
+            .await
+            .and_then(|mut v| v.pop()),
         None => None,
     };
     let saved = app
         .store
-        .update(&signed.scope, id, &patch, embedding, app.embedder.model_id(), expected)
+        .update(
+            &signed.scope,
+            id,
+            &patch,
+            embedding,
+            app.embedder.model_id(),
+            expected,
+        )
         .await;
     match saved {
         Ok(_) => Ok(Redirect::to(&format!("/console/memories/{id}?done=saved")).into_response()),
@@ -384,7 +419,12 @@ pub async fn edit(
             refuse(StatusCode::CONFLICT, Errors::new(), Some(e.to_string())).await
         }
         Err(e @ StoreError::Constraint(_)) => {
-            refuse(StatusCode::UNPROCESSABLE_ENTITY, Errors::new(), Some(e.to_string())).await
+            refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Errors::new(),
+                Some(e.to_string()),
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }
@@ -406,7 +446,15 @@ async fn set_archived(console: &Console, signed: &Signed, id: &str, archive: boo
         Err(e @ StoreError::DuplicateContent(_)) => {
             let memory = store.peek_memory(&signed.scope, id).await?;
             let text = e.to_string();
-            let body = view(console, signed, &memory, &EditForm::of(&memory), &Errors::new(), Some((&text, true))).await?;
+            let body = view(
+                console,
+                signed,
+                &memory,
+                &EditForm::of(&memory),
+                &Errors::new(),
+                Some((&text, true)),
+            )
+            .await?;
             Ok(layout::reply(StatusCode::CONFLICT, body))
         }
         Err(e) => Err(e.into()),
@@ -414,12 +462,20 @@ async fn set_archived(console: &Console, signed: &Signed, id: &str, archive: boo
 }
 
 /// `POST /console/memories/{id}/archive`.
-pub async fn archive(State(console): State<Arc<Console>>, signed: Signed, Path(id): Path<String>) -> Reply {
+pub async fn archive(
+    State(console): State<Arc<Console>>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Reply {
     set_archived(&console, &signed, &id, true).await
 }
 
 /// `POST /console/memories/{id}/restore`.
-pub async fn restore(State(console): State<Arc<Console>>, signed: Signed, Path(id): Path<String>) -> Reply {
+pub async fn restore(
+    State(console): State<Arc<Console>>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Reply {
     set_archived(&console, &signed, &id, false).await
 }
 
@@ -448,7 +504,11 @@ pub async fn confirm_delete(
 }
 
 /// `POST /console/memories/{id}/delete`.
-pub async fn delete(State(console): State<Arc<Console>>, signed: Signed, Path(id): Path<String>) -> Reply {
+pub async fn delete(
+    State(console): State<Arc<Console>>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Reply {
     let id = parse_id(&id)?;
     console.app.store.delete(&signed.scope, id).await?;
     Ok(Redirect::to("/console/memories?done=deleted").into_response())
@@ -496,7 +556,10 @@ mod tests {
         f.content = "   ".into();
         f.expires_at = "2001-01-01".into();
         let errors = patch(&f, &m).unwrap_err();
-        assert!(errors["importance"].starts_with("importance is 11: use a whole number from 0"), "{errors:?}");
+        assert!(
+            errors["importance"].starts_with("importance is 11: use a whole number from 0"),
+            "{errors:?}"
+        );
         assert!(errors["confidence"].contains("from 0 to 1"));
         assert!(errors["content"].starts_with("content is empty"));
         assert!(errors["expires_at"].contains("in the past"));

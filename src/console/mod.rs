@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -196,13 +196,18 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let Ok(authority) = host.parse::<http::uri::Authority>() else {
         return false;
     };
-    let name = authority.host().trim_matches(['[', ']']).to_ascii_lowercase();
+    let name = authority
+        .host()
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
     allowed.iter().any(|entry| {
         let (entry_host, entry_port) = match entry.parse::<http::uri::Authority>() {
             Ok(a) => (a.host().to_string(), a.port_u16()),
             Err(_) => (entry.clone(), None),
         };
-        entry_host.trim_matches(['[', ']']).eq_ignore_ascii_case(&name)
+        entry_host
+            .trim_matches(['[', ']'])
+            .eq_ignore_ascii_case(&name)
             && entry_port.is_none_or(|p| authority.port_u16() == Some(p))
     })
 }
@@ -236,7 +241,10 @@ fn origin_allowed(headers: &HeaderMap, host: &str, configured: &[String]) -> boo
         rest.split(':').next().unwrap_or("")
     };
     matches!(name, "localhost" | "127.0.0.1" | "[::1]")
-        && host_allowed(host, &["localhost".into(), "127.0.0.1".into(), "::1".into()])
+        && host_allowed(
+            host,
+            &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        )
 }
 
 /// Headers on every console answer: a CSP without inline script or style,
@@ -273,7 +281,11 @@ mod tests {
 
     #[test]
     fn hosts_match_like_mcp() {
-        let allowed: Vec<String> = vec!["localhost".into(), "::1".into(), "mnemo.example:8443".into()];
+        let allowed: Vec<String> = vec![
+            "localhost".into(),
+            "::1".into(),
+            "mnemo.example:8443".into(),
+        ];
         assert!(host_allowed("localhost:8080", &allowed));
         assert!(host_allowed("LOCALHOST", &allowed));
         assert!(host_allowed("[::1]:80", &allowed));
@@ -287,9 +299,15 @@ mod tests {
     fn origins_must_be_this_console_or_loopback_or_configured() {
         let mut headers = HeaderMap::new();
         assert!(origin_allowed(&headers, "127.0.0.1:3000", &[]), "no Origin");
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:3000"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:3000"),
+        );
         assert!(origin_allowed(&headers, "127.0.0.1:3000", &[]));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(!origin_allowed(&headers, "127.0.0.1:3000", &[]));
         assert!(origin_allowed(
             &headers,
@@ -298,7 +316,10 @@ mod tests {
         ));
         headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!origin_allowed(&headers, "127.0.0.1:3000", &[]));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://localhost:5173"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://localhost:5173"),
+        );
         assert!(origin_allowed(&headers, "127.0.0.1:3000", &[]));
         assert!(
             !origin_allowed(&headers, "mnemo.example", &[]),

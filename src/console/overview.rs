@@ -27,7 +27,10 @@ fn chart(growth: &[(NaiveDate, i64)]) -> Markup {
         .rev()
         .map(|back| {
             let day = today - Duration::days(i64::from(back));
-            let n = growth.iter().find(|(d, _)| *d == day).map_or(0, |(_, n)| *n);
+            let n = growth
+                .iter()
+                .find(|(d, _)| *d == day)
+                .map_or(0, |(_, n)| *n);
             (day, n)
         })
         .collect();

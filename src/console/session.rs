@@ -107,9 +107,17 @@ pub fn is_https(headers: &HeaderMap) -> bool {
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, on `path`, Secure
 /// behind TLS; `max_age` 0 deletes the cookie.
-fn set_cookie(headers: &HeaderMap, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
+fn set_cookie(
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: u64,
+) -> HeaderValue {
     let secure = if is_https(headers) { "; Secure" } else { "" };
-    let text = format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age}{secure}");
+    let text = format!(
+        "{name}={value}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age}{secure}"
+    );
     // Our own tokens are base64url: always a valid header value.
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("invalid=1"))
 }
@@ -152,7 +160,9 @@ pub async fn attach(State(console): State<Arc<Console>>, request: Request, next:
         Ok(s) => s,
         Err(oops) => return oops.into_response(),
     };
-    let who = signed.as_ref().map_or("anonymous", |s| s.principal.as_str());
+    let who = signed
+        .as_ref()
+        .map_or("anonymous", |s| s.principal.as_str());
     if !console.allow(who) {
         let mut response = Oops::RateLimited.into_response();
         response
@@ -343,7 +353,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         let plain = set_cookie(&headers, COOKIE, "v", "/console", 60);
         let plain = plain.to_str().unwrap();
-        assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Strict"), "{plain}");
+        assert!(
+            plain.contains("HttpOnly") && plain.contains("SameSite=Strict"),
+            "{plain}"
+        );
         assert!(!plain.contains("Secure"), "{plain}");
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let tls = set_cookie(&headers, COOKIE, "v", "/console", 60);

@@ -138,7 +138,13 @@ pub async fn page(
     ))
 }
 
-fn forget_page(signed: &Signed, user: &str, typed: &str, error: Option<&str>, status: StatusCode) -> axum::response::Response {
+fn forget_page(
+    signed: &Signed,
+    user: &str,
+    typed: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> axum::response::Response {
     let body = html! {
         p { "This deletes everything this companion keeps about " strong { (user) } ": memories, their \
              relations, conversations and their messages. It cannot be undone." }
@@ -156,7 +162,10 @@ fn forget_page(signed: &Signed, user: &str, typed: &str, error: Option<&str>, st
             }
         }
     };
-    layout::reply(status, layout::page(&format!("Forget {user}?"), Nav::Users, Some(signed), body))
+    layout::reply(
+        status,
+        layout::page(&format!("Forget {user}?"), Nav::Users, Some(signed), body),
+    )
 }
 
 /// `GET /console/user/forget?id=...`: the typed confirmation.
@@ -185,7 +194,9 @@ pub async fn forget(
             &signed,
             &user,
             &f.confirm,
-            Some(&format!("type {user:?} exactly to confirm; nothing was deleted")),
+            Some(&format!(
+                "type {user:?} exactly to confirm; nothing was deleted"
+            )),
             StatusCode::UNPROCESSABLE_ENTITY,
         ));
     }

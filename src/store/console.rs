@@ -117,15 +117,16 @@ impl Store {
                         AND (k.expires_at IS NULL OR k.expires_at > now())))",
             )
             .await?;
-        Ok(client.query_opt(&stmt, &[&id_hash]).await?.map(|r| {
-            ConsoleSession {
+        Ok(client
+            .query_opt(&stmt, &[&id_hash])
+            .await?
+            .map(|r| ConsoleSession {
                 scope: Scope {
                     companion_id: r.get(0),
                 },
                 api_key_id: r.get(1),
                 csrf_token: r.get(2),
-            }
-        }))
+            }))
     }
 
     /// Ends a console session (sign-out).

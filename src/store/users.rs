@@ -99,7 +99,9 @@ impl Store {
                      WHERE c.companion_id = $1 AND c.user_id = $2)",
             )
             .await?;
-        let row = tx.query_one(&counts, &[&scope.companion_id, &user_id]).await?;
+        let row = tx
+            .query_one(&counts, &[&scope.companion_id, &user_id])
+            .await?;
         let mut gone = Forgotten {
             relations: row.get(0),
             messages: row.get(1),
