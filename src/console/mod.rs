@@ -160,13 +160,13 @@ pub fn router(app: Arc<App>, config: &HttpConfig, keys_required: bool) -> Router
 async fn protect(State(console): State<Arc<Console>>, request: Request, next: Next) -> Response {
     let mut response = match check(&console, &request) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(),
     };
     secure_headers(response.headers_mut());
     response
 }
 
-fn check(console: &Console, request: &Request) -> Result<(), Response> {
+fn check(console: &Console, request: &Request) -> Result<(), layout::Oops> {
     let headers = request.headers();
     let host = headers
         .get(header::HOST)
@@ -176,7 +176,7 @@ fn check(console: &Console, request: &Request) -> Result<(), Response> {
     if let Some(allowed) = &console.hosts
         && !host_allowed(host, allowed)
     {
-        return Err(layout::Oops::Forbidden("this Host is not allowed".into()).into_response());
+        return Err(layout::Oops::Forbidden("this Host is not allowed".into()));
     }
     if request.method() != Method::GET
         && request.method() != Method::HEAD
@@ -184,8 +184,7 @@ fn check(console: &Console, request: &Request) -> Result<(), Response> {
     {
         return Err(layout::Oops::Forbidden(
             "cross-site request refused (Origin does not match this console)".into(),
-        )
-        .into_response());
+        ));
     }
     Ok(())
 }
