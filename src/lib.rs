@@ -14,6 +14,7 @@
 //! - [`timeframe`]: the dates and periods a search query talks about.
 //! - [`tools`]: the MCP server and its tools; writes no SQL.
 //! - [`transport`]: stdio and HTTP adapters; only stdio writes to stdout.
+//! - [`console`]: the web console at `/console` (server-rendered HTML).
 //! - [`app`]: assembles the above from a configuration; [`app::App`] is what
 //!   tools and transports share.
 //! - [`jobs`]: every background schedule (access flush, purges, embedding
@@ -26,6 +27,7 @@ pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod doctor;
 pub mod embed;

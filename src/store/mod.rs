@@ -17,12 +17,15 @@
 //! - `contexts`: conversation logs (append, read, fork, delete) and message search
 //! - `catalog`: resource listing, user profiles and completion candidates
 //! - `bulk`: whole tables for backups (a snapshot's rows out, id-keeping batches in)
+//! - `users`: users with what is kept about them; forgetting one
+//! - `console`: the web console's sessions and read-only views
 
 #[macro_use]
 mod sql;
 mod access;
 pub mod bulk;
 pub mod catalog;
+pub mod console;
 pub mod contexts;
 mod filter;
 mod insert;
@@ -35,6 +38,7 @@ pub mod sessions;
 mod sql_tests;
 mod terms;
 pub mod upkeep;
+pub mod users;
 
 use chrono::{DateTime, Utc};
 use pgvector::Vector;

@@ -33,6 +33,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::App;
 use crate::config::HttpConfig;
+use crate::console;
 use crate::tools::MnemoServer;
 use guard::Guard;
 use sessions::PgSessionStore;
@@ -144,6 +145,7 @@ pub fn router(
         .with_state(Ops { app, metrics });
     let router = mcp
         .merge(ops)
+        .merge(console::router(guard.app.clone(), config))
         .layer(cors(&config.allowed_origins))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
