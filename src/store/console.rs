@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::{Kind, MEMORY_COLUMNS, Memory, Scope, Store, StoreError};
+use super::sql::MEMORY_COLUMNS;
+use super::{Kind, Memory, Scope, Store, StoreError};
 
 /// A live console session, found by the hash of its id.
 #[derive(Debug, Clone)]
@@ -161,7 +162,7 @@ impl Store {
             .query_opt(&stmt, &[&id, &scope.companion_id])
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        Ok(Memory::from_row(&row))
+        Memory::from_row(&row)
     }
 
     /// Memories newest first, `limit` per page after `cursor` (the
@@ -221,7 +222,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(rows.iter().map(Memory::from_row).collect())
+        rows.iter().map(Memory::from_row).collect()
     }
 
     /// Memories stored per day over the last `days` days (days without any
