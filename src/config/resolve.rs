@@ -109,8 +109,14 @@ impl Settings {
                     self.http_header_timeout_secs,
                     defaults::HTTP_HEADER_TIMEOUT_SECS,
                 ),
-                idle_timeout: secs(self.http_idle_timeout_secs, defaults::HTTP_IDLE_TIMEOUT_SECS),
-                body_timeout: secs(self.http_body_timeout_secs, defaults::HTTP_BODY_TIMEOUT_SECS),
+                idle_timeout: secs(
+                    self.http_idle_timeout_secs,
+                    defaults::HTTP_IDLE_TIMEOUT_SECS,
+                ),
+                body_timeout: secs(
+                    self.http_body_timeout_secs,
+                    defaults::HTTP_BODY_TIMEOUT_SECS,
+                ),
                 max_connections: self
                     .http_max_connections
                     .unwrap_or(defaults::HTTP_MAX_CONNECTIONS)

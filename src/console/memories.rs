@@ -64,7 +64,11 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
     serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
         format!(
             "kind {text:?} is not one of: {}",
-            Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+            Kind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })
 }

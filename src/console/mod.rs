@@ -39,10 +39,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::config::HttpConfig;
-use crate::store::StoreError;
 /// The one place the console names where `App` lives.
 pub(crate) use crate::app::App;
+use crate::config::HttpConfig;
+use crate::store::StoreError;
 
 /// Shared state of the console's handlers.
 pub struct Console {

@@ -329,7 +329,6 @@ pub async fn serve(
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
