@@ -123,10 +123,10 @@ impl Store {
             .await?
             .map(|r| ConsoleSession {
                 scope: Scope {
-                    companion_id: r.get(0),
+                    companion_id: r.get("companion_id"),
                 },
-                api_key_id: r.get(1),
-                csrf_token: r.get(2),
+                api_key_id: r.get("api_key_id"),
+                csrf_token: r.get("csrf_token"),
             }))
     }
 
@@ -235,12 +235,15 @@ impl Store {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) FROM memories \
+                "SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS stored FROM memories \
                  WHERE companion_id = $1 AND created_at >= now() - make_interval(days => $2) \
                  GROUP BY day ORDER BY day",
             )
             .await?;
         let rows = client.query(&stmt, &[&scope.companion_id, &days]).await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("day"), r.get("stored")))
+            .collect())
     }
 }

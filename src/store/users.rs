@@ -50,8 +50,8 @@ impl Store {
                            max(created_at) AS last FROM contexts \
                     WHERE companion_id = $1 GROUP BY user_id \
                  ) \
-                 SELECT u.external_id, coalesce(m.n, 0), coalesce(c.n, 0), \
-                        greatest(m.last, c.last) \
+                 SELECT u.external_id, coalesce(m.n, 0) AS memories, coalesce(c.n, 0) AS contexts, \
+                        greatest(m.last, c.last) AS last_seen_at \
                  FROM users u LEFT JOIN m ON m.user_id = u.id LEFT JOIN c ON c.user_id = u.id \
                  WHERE m.user_id IS NOT NULL OR c.user_id IS NOT NULL \
                  ORDER BY coalesce(m.n, 0) DESC, u.external_id LIMIT $2",
@@ -63,10 +63,10 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| UserSummary {
-                user_id: r.get(0),
-                memories: r.get(1),
-                contexts: r.get(2),
-                last_seen_at: r.get(3),
+                user_id: r.get("external_id"),
+                memories: r.get("memories"),
+                contexts: r.get("contexts"),
+                last_seen_at: r.get("last_seen_at"),
             })
             .collect())
     }
@@ -94,17 +94,17 @@ impl Store {
                 "SELECT \
                     (SELECT count(*) FROM memory_relations r WHERE r.companion_id = $1 AND EXISTS ( \
                         SELECT 1 FROM memories m WHERE m.user_id = $2 AND m.companion_id = $1 \
-                        AND (m.id = r.from_id OR m.id = r.to_id))), \
+                        AND (m.id = r.from_id OR m.id = r.to_id))) AS relations, \
                     (SELECT count(*) FROM messages g JOIN contexts c ON c.id = g.context_id \
-                     WHERE c.companion_id = $1 AND c.user_id = $2)",
+                     WHERE c.companion_id = $1 AND c.user_id = $2) AS messages",
             )
             .await?;
         let row = tx
             .query_one(&counts, &[&scope.companion_id, &user_id])
             .await?;
         let mut gone = Forgotten {
-            relations: row.get(0),
-            messages: row.get(1),
+            relations: row.get("relations"),
+            messages: row.get("messages"),
             ..Forgotten::default()
         };
         let memories = tx

@@ -321,7 +321,10 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
 
     /// Takes one cell for `key`, or says how long until one is free.
     fn take(&self, key: &K) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % LIMITER_SWEEP_EVERY == 0
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(LIMITER_SWEEP_EVERY)
             && self.limiter.len() > LIMITER_KEYS_MAX
         {
             self.limiter.retain_recent();
