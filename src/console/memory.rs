@@ -519,7 +519,8 @@ mod tests {
     use super::*;
 
     fn memory() -> Memory {
-        let now = Utc::now();
+        // Microseconds, as PostgreSQL stores and the form shows them.
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
         Memory {
             id: Uuid::new_v4(),
             user_id: "ana".into(),

@@ -237,7 +237,9 @@ fn origin_allowed(headers: &HeaderMap, host: &str, configured: &[String]) -> boo
 }
 
 /// Headers on every console answer: a CSP without inline script or style,
-/// no framing, no sniffing, no referrer (URLs carry memory ids), and no
+/// no framing, no sniffing, no referrer to other sites (URLs carry memory
+/// ids; `no-referrer` would also make Chromium send `Origin: null` on the
+/// console's own form posts, which the Origin check must refuse), and no
 /// caching of pages about people (assets set their own).
 fn secure_headers(headers: &mut HeaderMap) {
     headers.insert(
@@ -254,7 +256,7 @@ fn secure_headers(headers: &mut HeaderMap) {
     );
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers
         .entry(header::CACHE_CONTROL)
