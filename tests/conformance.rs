@@ -41,54 +41,13 @@ const SCENARIOS: [&str; 8] = [
 
 /// The suite's CLI, installed on first use.
 async fn conformance() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .expect("neither XDG_CACHE_HOME nor HOME is set")
-        .join("mnemo");
-    let dir = cache.join(format!("conformance-{CONFORMANCE_VERSION}"));
-    let bin = dir.join("node_modules/.bin/conformance");
-    if bin.exists() {
-        return bin;
-    }
-    // Install beside it, then move into place: a concurrent run never sees half an install.
-    let staging = cache.join(format!(
-        "conformance-{CONFORMANCE_VERSION}.{}",
-        std::process::id()
-    ));
-    let package = format!("@modelcontextprotocol/conformance@{CONFORMANCE_VERSION}");
-    let install = tokio::process::Command::new("npm")
-        .arg("install")
-        .arg("--prefix")
-        .arg(&staging)
-        .args([
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-            "--loglevel=error",
-        ])
-        .arg(&package)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(600), install)
-        .await
-        .unwrap_or_else(|_| panic!("npm install {package} took over 10 minutes"))
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run npm ({e}): the conformance check needs Node.js and npm \
-                 (e.g. apt-get install nodejs npm)"
-            )
-        });
-    assert!(
-        out.status.success(),
-        "npm install {package} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if std::fs::rename(&staging, &dir).is_err() {
-        // Another run installed it first; theirs is as good.
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    assert!(bin.exists(), "{} missing after npm install", bin.display());
-    bin
+    common::npm_tool(
+        "conformance",
+        "@modelcontextprotocol/conformance",
+        CONFORMANCE_VERSION,
+        "conformance",
+    )
+    .await
 }
 
 /// The checks of one scenario run: what the suite wrote to checks.json.

@@ -410,3 +410,51 @@ impl Drop for StopClusterOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// An npm package's command, installed on first use into the cache
+/// (`$XDG_CACHE_HOME/mnemo/<dir>-<version>`, else `~/.cache/mnemo`) and kept
+/// there: `package@version` is pinned by the caller.
+pub async fn npm_tool(dir: &str, package: &str, version: &str, command: &str) -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("neither XDG_CACHE_HOME nor HOME is set")
+        .join("mnemo");
+    let target = cache.join(format!("{dir}-{version}"));
+    let bin = target.join("node_modules/.bin").join(command);
+    if bin.exists() {
+        return bin;
+    }
+    // Install beside it, then move into place: a concurrent run never sees half an install.
+    let staging = cache.join(format!("{dir}-{version}.{}", std::process::id()));
+    let package = format!("{package}@{version}");
+    let install = tokio::process::Command::new("npm")
+        .arg("install")
+        .arg("--prefix")
+        .arg(&staging)
+        .args([
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+        ])
+        .arg(&package)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), install)
+        .await
+        .unwrap_or_else(|_| panic!("npm install {package} took over 10 minutes"))
+        .unwrap_or_else(|e| {
+            panic!("cannot run npm ({e}): {package} needs Node.js and npm (e.g. apt-get install nodejs npm)")
+        });
+    assert!(
+        out.status.success(),
+        "npm install {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if std::fs::rename(&staging, &target).is_err() {
+        // Another run installed it first; theirs is as good.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    assert!(bin.exists(), "{} missing after npm install", bin.display());
+    bin
+}
