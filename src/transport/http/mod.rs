@@ -61,6 +61,9 @@ pub enum HttpError {
 /// rmcp's default interval between SSE keep-alive comments.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How long an idle session stays in rmcp's memory (its own default).
+const IN_MEMORY_SESSION_IDLE: Duration = Duration::from_secs(300);
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Origins of pages served from this machine: always allowed.
@@ -109,9 +112,12 @@ pub fn router(
         ttl: config.session_ttl,
     }));
     let mut sessions = LocalSessionManager::default();
-    // rmcp drops a session idle this long from memory (5 minutes by
-    // default); the row's TTL is the one that counts, so they agree.
-    sessions.session_config.keep_alive = Some(config.session_ttl);
+    // Memory holds only recently active sessions; the row in
+    // `companion_sessions` keeps a session for its whole TTL, and one evicted
+    // from memory is restored from its row on its next request, as after a
+    // restart. Keeping every session in memory for the TTL (a week by
+    // default) would let abandoned sessions pile up.
+    sessions.session_config.keep_alive = Some(IN_MEMORY_SESSION_IDLE.min(config.session_ttl));
     let sessions = Arc::new(sessions);
     let mcp = StreamableHttpService::new(move || Ok(server.clone()), sessions.clone(), mcp_config);
     let guard = Arc::new(Guard::new(
