@@ -33,27 +33,6 @@ async fn mcp(url: &str, key: &str) -> Client {
     .expect("initialize failed")
 }
 
-async fn create_key(db: &TestDb, companion: &str) -> String {
-    let out = mnemo(db, "default", Embed::Hash)
-        .args([
-            "token",
-            "create",
-            "--companion",
-            companion,
-            "--label",
-            "console",
-        ])
-        .output()
-        .await
-        .expect("mnemo token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 async fn store(client: &Client, args: Value) -> String {
     ok(client, "store_memory", args).await["id"]
         .as_str()

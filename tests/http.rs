@@ -181,27 +181,6 @@ async fn a_session_started_on_one_replica_is_served_by_another() {
     );
 }
 
-async fn create_key(db: &TestDb, companion: &str) -> String {
-    let out = mnemo(db, "default", Embed::Hash)
-        .args([
-            "token",
-            "create",
-            "--companion",
-            companion,
-            "--label",
-            "test",
-        ])
-        .output()
-        .await
-        .expect("mnemo token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[tokio::test]
 async fn keys_decide_who_gets_in_and_which_companion_they_are() {
     let db = fresh_db().await;

@@ -253,24 +253,10 @@ async fn initialize(url: &str, authorization: Option<&str>) -> String {
     session
 }
 
-async fn create_key(db: &TestDb) -> String {
-    let out = mnemo(db, "default", Embed::Hash)
-        .args(["token", "create", "--companion", "default"])
-        .output()
-        .await
-        .expect("mnemo token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {
     let db = fresh_db().await;
-    let key = create_key(&db).await;
+    let key = create_key(&db, "default").await;
     let server = http_server(mnemo(&db, "default", Embed::Hash)).await;
     initialize(&server.url, Some(&format!("BEARER {key}"))).await;
     initialize(&server.url, Some(&format!("bearer {key}"))).await;
@@ -294,7 +280,7 @@ async fn ending_a_session_answers_204() {
 #[tokio::test]
 async fn failed_key_attempts_are_limited_per_address() {
     let db = fresh_db().await;
-    let key = create_key(&db).await;
+    let key = create_key(&db, "default").await;
     let server = http_server(mnemo(&db, "default", Embed::Hash)).await;
     let http = reqwest::Client::new();
     let mut statuses = Vec::new();

@@ -458,3 +458,26 @@ pub async fn npm_tool(dir: &str, package: &str, version: &str, command: &str) ->
     assert!(bin.exists(), "{} missing after npm install", bin.display());
     bin
 }
+
+/// A new API key for `companion`, created through `mnemo token create` on
+/// `db` (the key is the command's only stdout line).
+pub async fn create_key(db: &TestDb, companion: &str) -> String {
+    let out = mnemo(db, "default", Embed::Hash)
+        .args([
+            "token",
+            "create",
+            "--companion",
+            companion,
+            "--label",
+            "test",
+        ])
+        .output()
+        .await
+        .expect("mnemo token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
