@@ -96,7 +96,9 @@ pub async fn shot(browser: &Browser, name: &str) {
 /// The visible text of the page.
 pub async fn text(browser: &Browser) -> String {
     browser
-        .find(Locator::Css("body"))
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("body"))
         .await
         .expect("body")
         .text()
@@ -141,7 +143,10 @@ pub async fn fill(browser: &Browser, label: &str, value: &str) {
     input.send_keys(value).await.expect("type");
 }
 
+/// Clicks what `css` matches and returns once the page it leads to has
+/// loaded (every control the test clicks navigates).
 pub async fn click(browser: &Browser, css: &str) {
+    let old = current_page(browser).await;
     browser
         .find(Locator::Css(css))
         .await
@@ -149,6 +154,51 @@ pub async fn click(browser: &Browser, css: &str) {
         .click()
         .await
         .expect("click");
+    next_page(browser, old, css).await;
+}
+
+/// Types `value` into the control `label` names and presses Enter, which
+/// submits its form; returns once the answer has loaded.
+pub async fn enter(browser: &Browser, label: &str, value: &str) {
+    let old = current_page(browser).await;
+    fill(browser, label, &format!("{value}\u{E007}")).await;
+    next_page(browser, old, label).await;
+}
+
+async fn current_page(browser: &Browser) -> fantoccini::elements::Element {
+    browser
+        .find(Locator::Css("html"))
+        .await
+        .expect("the current page")
+}
+
+/// Waits until `old`'s document is replaced and the new one is complete.
+/// Reading the page straight after a click raced on CI (`body` not found
+/// mid-navigation, or the old page's text read as the answer).
+async fn next_page(browser: &Browser, old: fantoccini::elements::Element, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Any error reading the old root means its document is gone.
+    while old.tag_name().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} led to no new page"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    loop {
+        let state = browser
+            .execute("return document.readyState", vec![])
+            .await
+            .ok();
+        if state.as_ref().and_then(|s| s.as_str()) == Some("complete") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page after {what} never finished loading"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// The session cookie's value, as the browser holds it.
