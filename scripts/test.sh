@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-bash scripts/setup-browser.sh
+bash scripts/setup-test-packages.sh
 # Examples are built (so they cannot rot) but hold no tests to run.
 cargo build --locked --all-targets
 log=$(mktemp)

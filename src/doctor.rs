@@ -78,6 +78,44 @@ pub async fn run(config: &Config) -> (String, bool) {
     (out, ok)
 }
 
+/// Which URL does what, for an external database; a warning when
+/// migrations would go through a transaction pooler.
+fn route_check(config: &Config, pg: &tokio_postgres::Config) -> Option<Check> {
+    config.database_url.as_ref()?;
+    let route = match db::Route::of(config, pg) {
+        Ok(route) => route,
+        Err(e) => {
+            return Some(Check {
+                name: "connections",
+                ok: false,
+                detail: e.to_string(),
+            });
+        }
+    };
+    let serving = if route.pooled {
+        "through a transaction pooler, statements sent unnamed"
+    } else {
+        "direct, statements prepared once per connection"
+    };
+    let mut detail = format!("serving: {} ({serving})", db::describe_target(pg));
+    match &route.direct {
+        Some(direct) => {
+            detail += &format!("; migrations: {}", db::describe_target(direct));
+        }
+        None => detail += "; migrations: DATABASE_URL",
+    }
+    let ok = !(route.pooled && route.direct.is_none());
+    if !ok {
+        detail += ". A transaction pooler would run the migrations and their session advisory \
+                   lock: set DIRECT_DATABASE_URL to the database itself";
+    }
+    Some(Check {
+        name: "connections",
+        ok,
+        detail,
+    })
+}
+
 async fn check_database(config: &Config, dim: Option<usize>) -> Vec<Check> {
     let mut checks = Vec::new();
     if config.database_url.is_none() {
@@ -102,7 +140,17 @@ async fn check_database(config: &Config, dim: Option<usize>) -> Vec<Check> {
         }
     }
     let target = match db::target(config).await {
-        Ok((pg, _)) => pg,
+        Ok((pg, _)) => {
+            if let Some(check) = route_check(config, &pg) {
+                let direct = db::Route::of(config, &pg).ok().and_then(|r| r.direct);
+                checks.push(check);
+                // The checks below read the schema as migrations do: over
+                // the direct connection when there is one.
+                direct.unwrap_or(pg)
+            } else {
+                pg
+            }
+        }
         Err(e) => {
             checks.push(Check {
                 name: "database",

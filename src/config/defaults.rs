@@ -7,6 +7,8 @@ use super::{EmbedderKind, LogFormat};
 /// The user the embedded PostgreSQL runs as when mnemo runs as root.
 pub const PG_USER: &str = "nobody";
 pub const POOL_SIZE: usize = 16;
+/// Pooler detection (see `Pooler::Auto`).
+pub const POOLER: crate::db::pooler::Pooler = crate::db::pooler::Pooler::Auto;
 pub const POOL_WAIT_MS: u64 = 5_000;
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const STATEMENT_TIMEOUT_MS: u64 = 30_000;

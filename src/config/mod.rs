@@ -47,6 +47,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub runtime_dir: PathBuf,
     pub database_url: Option<String>,
+    /// Migrations and session-bound work; `None` = `database_url`.
+    pub direct_database_url: Option<String>,
+    pub pooler: crate::db::pooler::Pooler,
     pub db_ca_file: Option<PathBuf>,
     pub pg_bin: PathBuf,
     pub pg_user: String,

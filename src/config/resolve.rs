@@ -75,6 +75,8 @@ impl Settings {
             data_dir,
             runtime_dir,
             database_url: self.database_url.filter(|u| !u.trim().is_empty()),
+            direct_database_url: self.direct_database_url.filter(|u| !u.trim().is_empty()),
+            pooler: self.pooler.unwrap_or(defaults::POOLER),
             db_ca_file: self.db_ca_file,
             pg_bin,
             pg_user: self.pg_user.unwrap_or_else(|| defaults::PG_USER.into()),

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::defaults;
 use super::{ConfigError, EmbedderKind, LogFormat, default_config_file};
+use crate::db::pooler::Pooler;
 
 /// Declares [`Settings`] and its field-by-field merge. An entry is the
 /// option's doc comment (its `--help` text), `field: Type`, the rest of its
@@ -89,6 +90,15 @@ settings! {
     /// TLS follows sslmode (disable, prefer, require); certificates are checked against the
     /// Mozilla roots plus --db-ca-file.
     database_url: String [env = "DATABASE_URL", value_name = "URL", hide_env_values = true];
+
+    /// A direct (unpooled) URL to the same database, for migrations and anything bound to a
+    /// session; unset = DATABASE_URL. Set it when DATABASE_URL points at a transaction pooler.
+    direct_database_url: String [env = "DIRECT_DATABASE_URL", value_name = "URL", hide_env_values = true];
+
+    /// Whether DATABASE_URL goes through a transaction pooler (PgBouncer, Supavisor, RDS Proxy):
+    /// `auto` says yes when DIRECT_DATABASE_URL names another server, or the port is 6432 or
+    /// 6543, or the host name holds "pooler".
+    pooler: Pooler [env = "MNEMO_POOLER", value_enum] = value_name(defaults::POOLER);
 
     /// Extra CA certificate (PEM) trusted for TLS to the external database.
     db_ca_file: PathBuf [env = "MNEMO_DB_CA_FILE", value_name = "FILE"];

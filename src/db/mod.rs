@@ -6,6 +6,8 @@
 
 pub mod embedded;
 pub mod migrate;
+pub mod pooler;
+pub mod statements;
 mod tls;
 
 use std::time::{Duration, Instant};
@@ -153,8 +155,29 @@ pub async fn target(config: &Config) -> Result<(tokio_postgres::Config, String),
     }
 }
 
+/// The vector search's settings: iterative HNSW scans keep filtered
+/// searches from returning fewer rows than asked for (pgvector >= 0.8). Set
+/// per session on a direct connection, per search transaction (as `SET
+/// LOCAL`) behind a pooler.
+pub const SEARCH_SETTINGS: &str =
+    "SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 100";
+/// [`SEARCH_SETTINGS`] for one transaction.
+pub const SEARCH_SETTINGS_LOCAL: &str =
+    "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = 100";
+
 /// Builds the pool for `pg` with the settings in `config`.
-pub fn pool(config: &Config, mut pg: tokio_postgres::Config) -> Result<Pool, DbError> {
+pub fn pool(config: &Config, pg: tokio_postgres::Config) -> Result<Pool, DbError> {
+    pool_for(config, pg, statements::pooled(), config.pool_size)
+}
+
+/// Builds a pool of up to `size` connections to `pg`; `pooled` says whether
+/// a transaction pooler stands in between (see [`pooler`]).
+fn pool_for(
+    config: &Config,
+    mut pg: tokio_postgres::Config,
+    pooled: bool,
+    size: usize,
+) -> Result<Pool, DbError> {
     pg.connect_timeout(config.connect_timeout);
     if pg.get_application_name().is_none() {
         pg.application_name("mnemo");
@@ -172,19 +195,23 @@ pub fn pool(config: &Config, mut pg: tokio_postgres::Config) -> Result<Pool, DbE
     };
     let statement_timeout = config.statement_timeout.as_millis() as u64;
     Pool::builder(manager)
-        .max_size(config.pool_size)
+        .max_size(size)
         .wait_timeout(Some(config.pool_wait))
         .create_timeout(Some(config.connect_timeout))
         .recycle_timeout(Some(config.connect_timeout))
         .runtime(Runtime::Tokio1)
         .post_create(Hook::async_fn(move |client, _| {
             Box::pin(async move {
-                // Iterative HNSW scans keep filtered vector searches from
-                // returning fewer rows than asked for (pgvector >= 0.8).
-                let setup = format!(
-                    "SET statement_timeout = {statement_timeout}; \
-                     SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 100"
-                );
+                if pooled {
+                    // No session settings survive a pooler: the search
+                    // sets its own per transaction, and the statement
+                    // timeout belongs on the role (docs/OPERATIONS.md).
+                    return pooler::warm(client)
+                        .await
+                        .map_err(|e| HookError::message(format!("connection setup failed: {e}")));
+                }
+                let setup =
+                    format!("SET statement_timeout = {statement_timeout}; {SEARCH_SETTINGS}");
                 client
                     .batch_execute(&setup)
                     .await
@@ -199,17 +226,62 @@ pub fn pool(config: &Config, mut pg: tokio_postgres::Config) -> Result<Pool, DbE
 /// applies migrations, fixing the embedding dimension on first use.
 pub async fn connect(config: &Config, embedding_dim: usize) -> Result<Db, DbError> {
     let (pg, location) = target(config).await?;
-    let pool = pool(config, pg)?;
+    let route = Route::of(config, &pg)?;
+    statements::set_pooled(route.pooled);
+    if route.pooled && route.direct.is_none() {
+        tracing::warn!(
+            "DATABASE_URL goes through a transaction pooler and no DIRECT_DATABASE_URL is set: \
+             migrations take a session advisory lock, which a pooler does not keep; \
+             set DIRECT_DATABASE_URL to the database itself"
+        );
+    }
+    {
+        // Migrations and their advisory lock need one session: the direct
+        // URL's, over a connection of their own.
+        let direct = route.direct.clone().unwrap_or_else(|| pg.clone());
+        let direct_pool = pool_for(config, direct, false, 1)?;
+        let mut client = direct_pool.get().await.map_err(DbError::from)?;
+        check_server(&client).await?;
+        migrate::run(&mut client, embedding_dim).await?;
+    }
     let db = Db {
-        pool,
+        pool: pool(config, pg)?,
         location,
         pool_wait: config.pool_wait,
         connect_timeout: config.connect_timeout,
     };
-    let mut client = db.client().await?;
-    check_server(&client).await?;
-    migrate::run(&mut client, embedding_dim).await?;
     Ok(db)
+}
+
+/// Which connection does what: serving goes to `DATABASE_URL` (or the
+/// embedded cluster), migrations and session-bound work to `direct`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `DIRECT_DATABASE_URL`, parsed, when it is set.
+    pub direct: Option<tokio_postgres::Config>,
+    /// Whether a transaction pooler serves `DATABASE_URL`.
+    pub pooled: bool,
+}
+
+impl Route {
+    /// The route `config` asks for, `pg` being the serving target. The
+    /// embedded cluster is always direct.
+    pub fn of(config: &Config, pg: &tokio_postgres::Config) -> Result<Route, DbError> {
+        if config.database_url.is_none() {
+            return Ok(Route {
+                direct: None,
+                pooled: false,
+            });
+        }
+        let direct = match &config.direct_database_url {
+            Some(url) => Some(url.parse().map_err(|e: tokio_postgres::Error| {
+                DbError::BadUrl(format!("DIRECT_DATABASE_URL: {e}"))
+            })?),
+            None => None,
+        };
+        let pooled = pooler::is_pooled(config.pooler, pg, direct.as_ref());
+        Ok(Route { direct, pooled })
+    }
 }
 
 /// Fails clearly on PostgreSQL < 15 or a server without pgvector.

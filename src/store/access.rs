@@ -11,6 +11,7 @@
 //! callers see every access at once. A crash loses at most one flush
 //! interval of counts: they are statistics, not content.
 
+use crate::db::statements::Statements;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -91,8 +92,8 @@ impl Store {
         let times: Vec<DateTime<Utc>> = batch.iter().map(|b| b.2).collect();
         let result = retry_on_conflict(|| async {
             let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(
+            Ok(client
+                .run(
                     "INSERT INTO memory_access AS x (memory_id, access_count, last_accessed_at) \
                      SELECT a.id, a.n, a.at \
                      FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[]) AS a(id, n, at) \
@@ -100,9 +101,9 @@ impl Store {
                      ON CONFLICT (memory_id) DO UPDATE SET \
                         access_count = x.access_count + EXCLUDED.access_count, \
                         last_accessed_at = greatest(x.last_accessed_at, EXCLUDED.last_accessed_at)",
+                    &[&ids, &counts, &times],
                 )
-                .await?;
-            Ok(client.execute(&stmt, &[&ids, &counts, &times]).await?)
+                .await?)
         })
         .await;
         self.access.finish(result.is_ok());

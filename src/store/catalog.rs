@@ -4,6 +4,7 @@
 //! completion candidates (users, tags, memory and context ids).
 
 use super::{Memory, Scope, Store, StoreError, read_rows};
+use crate::db::statements::Statements;
 
 /// A page of the listing after ($2 rank, $3 key), $4 entries.
 const LISTED_SQL: &str = concat!(
@@ -99,13 +100,12 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Listed>, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(LISTED_SQL).await?;
         let (rank, key) = match after {
             Some((kind, key)) => (Some(kind as i16), Some(key)),
             None => (None, None),
         };
         let rows = client
-            .query(&stmt, &[&scope.companion_id, &rank, &key, &limit])
+            .rows(LISTED_SQL, &[&scope.companion_id, &rank, &key, &limit])
             .await?;
         read_rows(&rows, |r| {
             Ok(Listed {
@@ -125,9 +125,8 @@ impl Store {
     /// (at most [`PROFILE_LIMIT`]). Reading a profile counts no access.
     pub async fn profile(&self, scope: &Scope, user: &str) -> Result<Vec<Memory>, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(PROFILE_SQL).await?;
         let rows = client
-            .query(&stmt, &[&scope.companion_id, &user, &PROFILE_LIMIT])
+            .rows(PROFILE_SQL, &[&scope.companion_id, &user, &PROFILE_LIMIT])
             .await?;
         read_rows(&rows, Memory::from_row)
     }
@@ -185,8 +184,7 @@ impl Store {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await?;
-        let rows = client.query(&stmt, params).await?;
+        let rows = client.rows(sql, params).await?;
         read_rows(&rows, |r| Ok(r.try_get("value")?))
     }
 }

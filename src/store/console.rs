@@ -4,6 +4,7 @@
 //! and states (archived, expired but not yet purged), and growth by day.
 //! Scoped by companion like everything in the store.
 
+use crate::db::statements::Statements;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -81,15 +82,9 @@ impl Store {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO console_sessions (id_hash, companion_id, api_key_id, csrf_token, expires_at) \
-                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
-            )
-            .await?;
         client
-            .execute(
-                &stmt,
+            .run("INSERT INTO console_sessions (id_hash, companion_id, api_key_id, csrf_token, expires_at) \
+                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
                 &[
                     &id_hash,
                     &scope.companion_id,
@@ -109,17 +104,15 @@ impl Store {
         id_hash: &[u8],
     ) -> Result<Option<ConsoleSession>, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
+        Ok(client
+            .opt(
                 "SELECT s.companion_id, s.api_key_id, s.csrf_token FROM console_sessions s \
                  LEFT JOIN api_keys k ON k.id = s.api_key_id \
                  WHERE s.id_hash = $1 AND s.expires_at > now() \
                    AND (s.api_key_id IS NULL OR (k.revoked_at IS NULL \
                         AND (k.expires_at IS NULL OR k.expires_at > now())))",
+                &[&id_hash],
             )
-            .await?;
-        Ok(client
-            .query_opt(&stmt, &[&id_hash])
             .await?
             .map(|r| ConsoleSession {
                 scope: Scope {
@@ -133,20 +126,24 @@ impl Store {
     /// Ends a console session (sign-out).
     pub async fn end_console_session(&self, id_hash: &[u8]) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("DELETE FROM console_sessions WHERE id_hash = $1")
+        client
+            .run(
+                "DELETE FROM console_sessions WHERE id_hash = $1",
+                &[&id_hash],
+            )
             .await?;
-        client.execute(&stmt, &[&id_hash]).await?;
         Ok(())
     }
 
     /// Deletes expired console sessions; returns how many.
     pub async fn purge_console_sessions(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("DELETE FROM console_sessions WHERE expires_at <= now()")
-            .await?;
-        Ok(client.execute(&stmt, &[]).await?)
+        Ok(client
+            .run(
+                "DELETE FROM console_sessions WHERE expires_at <= now()",
+                &[],
+            )
+            .await?)
     }
 
     /// One memory by id in any state (expired ones too), without counting
@@ -157,9 +154,8 @@ impl Store {
             "SELECT {MEMORY_COLUMNS} FROM memories m JOIN users u ON u.id = m.user_id \
              WHERE m.id = $1 AND m.companion_id = $2"
         );
-        let stmt = client.prepare_cached(&sql).await?;
         let row = client
-            .query_opt(&stmt, &[&id, &scope.companion_id])
+            .opt(&sql, &[&id, &scope.companion_id])
             .await?
             .ok_or(StoreError::NotFound(id))?;
         Memory::from_row(&row)
@@ -195,7 +191,6 @@ impl Store {
                AND ($9::timestamptz IS NULL OR (m.created_at, m.id) < ($9, $10::uuid)) \
              ORDER BY m.created_at DESC, m.id DESC LIMIT $11"
         );
-        let stmt = client.prepare_cached(&sql).await?;
         let kinds: Option<Vec<&str>> = filter
             .kinds
             .as_ref()
@@ -205,8 +200,8 @@ impl Store {
             None => (None, None),
         };
         let rows = client
-            .query(
-                &stmt,
+            .rows(
+                &sql,
                 &[
                     &scope.companion_id,
                     &filter.user,
@@ -233,14 +228,9 @@ impl Store {
         days: i32,
     ) -> Result<Vec<(NaiveDate, i64)>, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS stored FROM memories \
+        let rows = client.rows("SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS stored FROM memories \
                  WHERE companion_id = $1 AND created_at >= now() - make_interval(days => $2) \
-                 GROUP BY day ORDER BY day",
-            )
-            .await?;
-        let rows = client.query(&stmt, &[&scope.companion_id, &days]).await?;
+                 GROUP BY day ORDER BY day", &[&scope.companion_id, &days]).await?;
         Ok(rows
             .iter()
             .map(|r| (r.get("day"), r.get("stored")))

@@ -12,6 +12,7 @@
 //! and append, but its rows stay, so its forks keep reading the history they
 //! share with it.
 
+use crate::db::statements::Statements;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use pgvector::Vector;
@@ -336,19 +337,17 @@ impl Store {
             AppendTarget::Existing(id) => (*id, false),
             AppendTarget::New { user, name } => {
                 let user_id = Store::user_id(&tx, user).await?;
-                let stmt = tx.prepare_cached(NEW_CONTEXT_SQL).await?;
                 let row = tx
-                    .query_one(&stmt, &[&scope.companion_id, &user_id, name])
+                    .one(NEW_CONTEXT_SQL, &[&scope.companion_id, &user_id, name])
                     .await?;
                 (row.try_get("id")?, true)
             }
         };
         let n = messages.len() as i64;
         let tokens: i64 = messages.iter().map(|m| i64::from(m.token_count)).sum();
-        let bump = tx.prepare_cached(BUMP_SQL).await?;
         let row = tx
-            .query_opt(
-                &bump,
+            .opt(
+                BUMP_SQL,
                 &[&id, &scope.companion_id, &n, &tokens, &expected_version],
             )
             .await?;
@@ -365,13 +364,12 @@ impl Store {
         };
         let context = Context::from_row(&row)?;
         let first = context.latest_version - n + 1;
-        let insert = tx.prepare_cached(INSERT_MESSAGE_SQL).await?;
         let mut versions = Vec::with_capacity(messages.len());
         for (i, (message, embedding)) in messages.iter().zip(embeddings).enumerate() {
             let version = first + i as i64;
             let embedding_model = embedding.is_some().then_some(model);
-            tx.execute(
-                &insert,
+            tx.run(
+                INSERT_MESSAGE_SQL,
                 &[
                     &id,
                     &scope.companion_id,
@@ -407,11 +405,10 @@ impl Store {
         window: Window,
     ) -> Result<(Context, Vec<Message>), StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(GET_CONTEXT_SQL).await?;
         let started = std::time::Instant::now();
         let rows = client
-            .query(
-                &stmt,
+            .rows(
+                GET_CONTEXT_SQL,
                 &[
                     &id,
                     &scope.companion_id,
@@ -439,9 +436,8 @@ impl Store {
         name: Option<&str>,
     ) -> Result<Context, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(FORK_SQL).await?;
         if let Some(row) = client
-            .query_opt(&stmt, &[&id, &scope.companion_id, &version, &name])
+            .opt(FORK_SQL, &[&id, &scope.companion_id, &version, &name])
             .await?
         {
             return Context::from_row(&row);
@@ -471,14 +467,13 @@ impl Store {
         let Some(user_id) = Store::find_user(&client, user).await? else {
             return Ok(Vec::new());
         };
-        let stmt = client.prepare_cached(LIST_CONTEXTS_SQL).await?;
         let (at, after) = match cursor {
             Some((at, id)) => (Some(at), Some(id)),
             None => (None, None),
         };
         let rows = client
-            .query(
-                &stmt,
+            .rows(
+                LIST_CONTEXTS_SQL,
                 &[&scope.companion_id, &user_id, &parent, &at, &after, &limit],
             )
             .await?;
@@ -489,8 +484,10 @@ impl Store {
     /// search and append; its forks keep the history they share with it.
     pub async fn delete_context(&self, scope: &Scope, id: Uuid) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(DELETE_CONTEXT_SQL).await?;
-        match client.execute(&stmt, &[&id, &scope.companion_id]).await? {
+        match client
+            .run(DELETE_CONTEXT_SQL, &[&id, &scope.companion_id])
+            .await?
+        {
             0 => Err(StoreError::ContextNotFound(id)),
             _ => Ok(()),
         }
@@ -540,7 +537,6 @@ impl Store {
         let tx = client.build_transaction().read_only(true).start().await?;
         let dim = self.embedding_dim();
         let search = SEARCH.get(dim, || search_sql(dim));
-        let stmt = tx.prepare_cached(&search.sql).await?;
         let limit = limit.min(CANDIDATES);
         let params = search.values(|slot| {
             Some(match slot {
@@ -556,7 +552,7 @@ impl Store {
                 _ => return None,
             })
         })?;
-        let rows = super::query_planned(&tx, super::Plan::PerCall, &stmt, &params).await?;
+        let rows = super::query_planned(&tx, super::Plan::PerCall, &search.sql, &params).await?;
         crate::db::note_duration("search_messages", started);
         let hits = super::read_rows(&rows, |row| {
             let Some(message) = Message::from_row(row)? else {
@@ -631,11 +627,12 @@ static SEARCH: LazyLock<Cache<usize>> = LazyLock::new(Cache::default);
 
 /// The latest version of live context `id`, if it exists in `scope`.
 async fn latest_version(
-    client: &impl GenericClient,
+    client: &(impl GenericClient + Statements),
     scope: &Scope,
     id: Uuid,
 ) -> Result<Option<i64>, StoreError> {
-    let stmt = client.prepare_cached(LATEST_VERSION_SQL).await?;
-    let row = client.query_opt(&stmt, &[&id, &scope.companion_id]).await?;
+    let row = client
+        .opt(LATEST_VERSION_SQL, &[&id, &scope.companion_id])
+        .await?;
     Ok(row.map(|r| r.try_get("latest_version")).transpose()?)
 }

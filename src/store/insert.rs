@@ -3,6 +3,7 @@
 //! memory (`created: false`) and keeps the later of the two expiries; an
 //! expired twin is revived with the new fields.
 
+use crate::db::statements::Statements;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -211,9 +212,8 @@ impl Store {
             // Rows are written in lock order (user, hash) so concurrent
             // batches cannot deadlock, but numbered in the caller's order:
             // search relies on `seq` to find neighbouring memories.
-            let reserve = tx.prepare_cached(RESERVE_SEQ_SQL).await?;
             let mut seqs = tx
-                .query(&reserve, &[&(memories.len() as i64)])
+                .rows(RESERVE_SEQ_SQL, &[&(memories.len() as i64)])
                 .await?
                 .iter()
                 .map(|r| r.try_get("seq"))
@@ -269,7 +269,7 @@ struct NewRow<'a> {
 
 /// Inserts `new.memory` for user `user_id`; a live twin returns its id.
 async fn insert_one(
-    client: &impl GenericClient,
+    client: &(impl GenericClient + Statements),
     scope: &Scope,
     user_id: Uuid,
     new: NewRow<'_>,
@@ -284,15 +284,13 @@ async fn insert_one(
     } = new;
     let model = embedding.is_some().then_some(model);
     let vector = to_vector(embedding);
-    let insert = client.prepare_cached(INSERT_SQL).await?;
-    let twin = client.prepare_cached(TWIN_SQL).await?;
     // The live twin that made the insert a no-op can be archived or deleted
     // before we read its id: then the insert is simply tried again.
     for _ in 0..3 {
         let row = super::timed(
             "store_memory",
-            client.query_opt(
-                &insert,
+            client.opt(
+                INSERT_SQL,
                 &[
                     &scope.companion_id,
                     &user_id,
@@ -320,7 +318,10 @@ async fn insert_one(
             });
         }
         if let Some(row) = client
-            .query_opt(&twin, &[&scope.companion_id, &user_id, &hash, &expires_at])
+            .opt(
+                TWIN_SQL,
+                &[&scope.companion_id, &user_id, &hash, &expires_at],
+            )
             .await?
         {
             return Ok(StoreOutcome {
@@ -352,7 +353,7 @@ struct BatchRow<'a> {
 /// conflict with it), with the later expiry of its repeats, and its
 /// repeats return the first.
 async fn insert_many(
-    client: &impl GenericClient,
+    client: &(impl GenericClient + Statements),
     scope: &Scope,
     rows: Vec<BatchRow<'_>>,
     model: &str,
@@ -385,11 +386,10 @@ async fn insert_many(
     let tags = column(&written, |r| {
         serde_json::Value::from(r.new.memory.tags.clone())
     });
-    let stmt = client.prepare_cached(INSERT_MANY_SQL).await?;
     let returned = super::timed(
         "store_memories",
-        client.query(
-            &stmt,
+        client.rows(
+            INSERT_MANY_SQL,
             &[
                 &scope.companion_id,
                 &model,
@@ -420,13 +420,15 @@ async fn insert_many(
         .collect();
     if !missing.is_empty() {
         // The rest met a live twin: return it, as a single store does.
-        let stmt = client.prepare_cached(TWINS_SQL).await?;
         let users: Vec<Uuid> = missing.iter().map(|r| r.user_id).collect();
         let hashes: Vec<&[u8]> = missing.iter().map(|r| r.new.hash).collect();
         let expiries: Vec<Option<DateTime<Utc>>> =
             missing.iter().map(|r| r.new.expires_at).collect();
         for r in client
-            .query(&stmt, &[&scope.companion_id, &users, &hashes, &expiries])
+            .rows(
+                TWINS_SQL,
+                &[&scope.companion_id, &users, &hashes, &expiries],
+            )
             .await?
         {
             let key = (r.try_get("user_id")?, r.try_get("content_hash")?);

@@ -1,6 +1,7 @@
 //! Memory rows once stored (storing is `insert`): get, list, update,
 //! archive, restore, delete and statistics, all confined to a [`Scope`].
 
+use crate::db::statements::Statements;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -146,10 +147,9 @@ impl Store {
     /// One memory by id; counts an access (written later, see `access`).
     pub async fn get(&self, scope: &Scope, id: Uuid) -> Result<Memory, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(GET_SQL).await?;
         let row = super::timed(
             "get_memory",
-            client.query_opt(&stmt, &[&id, &scope.companion_id]),
+            client.opt(GET_SQL, &[&id, &scope.companion_id]),
         )
         .await?
         .ok_or(StoreError::NotFound(id))?;
@@ -175,7 +175,6 @@ impl Store {
         };
         let (shape, after) = (filter.shape(), cursor.is_some());
         let list = LIST.get((shape, after), || list_sql(shape, after));
-        let stmt = client.prepare_cached(&list.sql).await?;
         let (cursor_at, cursor_id) = match cursor {
             Some((at, id)) => (Some(at), Some(id)),
             None => (None, None),
@@ -187,7 +186,7 @@ impl Store {
             Slot::Limit => Some(&limit),
             filter => values.get(filter),
         })?;
-        let rows = super::timed("list_memories", client.query(&stmt, &params)).await?;
+        let rows = super::timed("list_memories", client.rows(&list.sql, &params)).await?;
         read_rows(&rows, Memory::from_row)
     }
 
@@ -206,7 +205,6 @@ impl Store {
         let embedding = &embedding;
         retry_on_conflict(|| async move {
             let client = self.client().await?;
-            let stmt = client.prepare_cached(UPDATE_SQL).await?;
             let hash = patch.content.as_deref().map(content_hash);
             let (set_expiry, expiry) = match patch.expires_at {
                 Some(e) => (true, e),
@@ -215,8 +213,8 @@ impl Store {
             let has_embedding = embedding.is_some();
             let result = super::timed(
                 "update_memory",
-                client.query_opt(
-                    &stmt,
+                client.opt(
+                    UPDATE_SQL,
                     &[
                         &id,
                         &scope.companion_id,
@@ -280,9 +278,8 @@ impl Store {
         archived: bool,
     ) -> Result<Memory, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(SET_ARCHIVED_SQL).await?;
         match client
-            .query_opt(&stmt, &[&id, &scope.companion_id, &archived])
+            .opt(SET_ARCHIVED_SQL, &[&id, &scope.companion_id, &archived])
             .await
         {
             Ok(Some(row)) => Memory::from_row(&row),
@@ -301,8 +298,7 @@ impl Store {
         // in opposite orders: PostgreSQL may abort one to break the deadlock.
         retry_on_conflict(|| async move {
             let client = self.client().await?;
-            let stmt = client.prepare_cached(DELETE_SQL).await?;
-            match client.execute(&stmt, &[&id, &scope.companion_id]).await? {
+            match client.run(DELETE_SQL, &[&id, &scope.companion_id]).await? {
                 0 => Err(StoreError::NotFound(id)),
                 _ => Ok(()),
             }
@@ -320,25 +316,22 @@ impl Store {
             },
             None => None,
         };
-        let totals = client.prepare_cached(STATS_TOTALS_SQL).await?;
         let row = client
-            .query_one(&totals, &[&scope.companion_id, &user_id])
+            .one(STATS_TOTALS_SQL, &[&scope.companion_id, &user_id])
             .await?;
-        let kinds = client.prepare_cached(STATS_KINDS_SQL).await?;
         let mut by_kind: std::collections::BTreeMap<String, i64> = Kind::ALL
             .iter()
             .map(|k| (k.as_str().to_string(), 0))
             .collect();
         for r in client
-            .query(&kinds, &[&scope.companion_id, &user_id])
+            .rows(STATS_KINDS_SQL, &[&scope.companion_id, &user_id])
             .await?
         {
             let kind: Kind = r.try_get("kind")?;
             by_kind.insert(kind.as_str().to_string(), r.try_get("n")?);
         }
-        let relations = client.prepare_cached(STATS_RELATIONS_SQL).await?;
         let relations: i64 = client
-            .query_one(&relations, &[&scope.companion_id, &user_id])
+            .one(STATS_RELATIONS_SQL, &[&scope.companion_id, &user_id])
             .await?
             .try_get("n")?;
         Ok(Stats {
@@ -365,8 +358,9 @@ impl Store {
     ) -> StoreError {
         let current = async {
             let client = self.client().await?;
-            let stmt = client.prepare_cached(UPDATED_AT_SQL).await?;
-            let row = client.query_opt(&stmt, &[&id, &scope.companion_id]).await?;
+            let row = client
+                .opt(UPDATED_AT_SQL, &[&id, &scope.companion_id])
+                .await?;
             row.map(|r| r.try_get::<_, DateTime<Utc>>("updated_at"))
                 .transpose()
                 .map_err(StoreError::from)
@@ -392,10 +386,9 @@ impl Store {
         content: Option<&str>,
     ) -> Result<Option<Uuid>, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(LIVE_TWIN_SQL).await?;
         let hash = content.map(content_hash);
         Ok(client
-            .query_opt(&stmt, &[&id, &scope.companion_id, &hash])
+            .opt(LIVE_TWIN_SQL, &[&id, &scope.companion_id, &hash])
             .await?
             .map(|r| r.try_get("id"))
             .transpose()?)

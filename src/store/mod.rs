@@ -20,6 +20,7 @@
 //! - `users`: users with what is kept about them; forgetting one
 //! - `console`: the web console's sessions and read-only views
 
+use crate::db::statements::Statements;
 #[macro_use]
 mod sql;
 mod access;
@@ -307,7 +308,7 @@ impl Store {
 
     /// The internal id of user `external_id`, creating the user on first use.
     pub(crate) async fn user_id(
-        client: &impl deadpool_postgres::GenericClient,
+        client: &(impl deadpool_postgres::GenericClient + Statements),
         external_id: &str,
     ) -> Result<Uuid, StoreError> {
         upsert_id(client, NEW_USER_SQL, USER_SQL, external_id).await
@@ -315,11 +316,10 @@ impl Store {
 
     /// The internal id of user `external_id`, if the user exists.
     pub(crate) async fn find_user(
-        client: &impl deadpool_postgres::GenericClient,
+        client: &(impl deadpool_postgres::GenericClient + Statements),
         external_id: &str,
     ) -> Result<Option<Uuid>, StoreError> {
-        let stmt = client.prepare_cached(USER_SQL).await?;
-        let row = client.query_opt(&stmt, &[&external_id]).await?;
+        let row = client.opt(USER_SQL, &[&external_id]).await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
 }
@@ -356,17 +356,15 @@ pub fn check_companion_name(name: &str) -> Result<(), StoreError> {
 /// Insert-or-select by a unique name. A concurrent insert can hide the row
 /// from this statement's snapshot, so the select runs separately.
 async fn upsert_id(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &(impl deadpool_postgres::GenericClient + Statements),
     insert: &str,
     select: &str,
     key: &str,
 ) -> Result<Uuid, StoreError> {
-    let insert = client.prepare_cached(insert).await?;
-    if let Some(row) = client.query_opt(&insert, &[&key]).await? {
+    if let Some(row) = client.opt(insert, &[&key]).await? {
         return Ok(row.try_get("id")?);
     }
-    let select = client.prepare_cached(select).await?;
-    let row = client.query_one(&select, &[&key]).await?;
+    let row = client.one(select, &[&key]).await?;
     Ok(row.try_get("id")?)
 }
 
@@ -380,21 +378,26 @@ pub(crate) enum Plan {
     Cached,
 }
 
-/// Runs `stmt` in transaction `tx` planned as `plan` says, a setting that
+/// Runs `sql` in transaction `tx` planned as `plan` says, a setting that
 /// lasts until the transaction ends. The SET is sent just ahead of the
 /// statement (requests are pipelined in the order they are polled), so it
-/// costs no round trip of its own.
+/// costs no round trip of its own. Behind a pooler the vector search's
+/// settings ride along, since no session keeps them there.
 pub(crate) async fn query_planned(
-    tx: &impl deadpool_postgres::GenericClient,
+    tx: &deadpool_postgres::Transaction<'_>,
     plan: Plan,
-    stmt: &tokio_postgres::Statement,
+    sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
     let mode = match plan {
         Plan::PerCall => "SET LOCAL plan_cache_mode = force_custom_plan",
         Plan::Cached => "SET LOCAL plan_cache_mode = force_generic_plan",
     };
-    let (set, rows) = tokio::join!(biased; tx.batch_execute(mode), tx.query(stmt, params));
+    let mode = match crate::db::statements::pooled() {
+        true => std::borrow::Cow::Owned(format!("{mode}; {}", crate::db::SEARCH_SETTINGS_LOCAL)),
+        false => std::borrow::Cow::Borrowed(mode),
+    };
+    let (set, rows) = tokio::join!(biased; tx.batch_execute(&mode), tx.rows(sql, params));
     set?;
     Ok(rows?)
 }

@@ -1,6 +1,7 @@
 //! Typed, weighted links between memories of one companion, and their
 //! traversal (both directions, up to three hops) in one recursive query.
 
+use crate::db::statements::Statements;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -101,10 +102,9 @@ impl Store {
             // Relating again with the same strength changes nothing, not even
             // updated_at (the update trigger would touch it): re-imports and
             // retried calls stay idempotent.
-            let same = client.prepare_cached(SAME_SQL).await?;
             if let Some(row) = client
-                .query_opt(
-                    &same,
+                .opt(
+                    SAME_SQL,
                     &[&scope.companion_id, &from, &to, &relation, &strength],
                 )
                 .await?
@@ -114,10 +114,9 @@ impl Store {
                     created: false,
                 });
             }
-            let stmt = client.prepare_cached(RELATE_SQL).await?;
             let row = match client
-                .query_opt(
-                    &stmt,
+                .opt(
+                    RELATE_SQL,
                     &[&scope.companion_id, &from, &to, &relation, &strength],
                 )
                 .await
@@ -160,13 +159,12 @@ impl Store {
             return Err(StoreError::NotFound(missing));
         }
         let client = self.client().await?;
-        let stmt = client.prepare_cached(RELATED_SQL).await?;
         let names: Option<Vec<&str>> = relations
             .as_ref()
             .map(|r| r.iter().map(|r| r.as_str()).collect());
         let rows = client
-            .query(
-                &stmt,
+            .rows(
+                RELATED_SQL,
                 &[&start, &scope.companion_id, &depth, &names, &limit],
             )
             .await?;
@@ -185,8 +183,7 @@ impl Store {
     /// The first of `ids` that is not a live memory of this companion.
     async fn first_missing(&self, scope: &Scope, ids: &[Uuid]) -> Result<Option<Uuid>, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(FOUND_SQL).await?;
-        let rows = client.query(&stmt, &[&ids, &scope.companion_id]).await?;
+        let rows = client.rows(FOUND_SQL, &[&ids, &scope.companion_id]).await?;
         let found: Vec<Uuid> = read_rows(&rows, |r| Ok(r.try_get("id")?))?;
         Ok(ids.iter().find(|id| !found.contains(id)).copied())
     }

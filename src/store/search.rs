@@ -16,6 +16,7 @@
 //! equally ranked memories: relevance always comes first. Ties left after
 //! that break on id, so equal inputs give equal orderings.
 
+use crate::db::statements::Statements;
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -476,7 +477,6 @@ impl Store {
             .await?;
         let shape = filter.shape();
         let keyword = KEYWORD.get(shape, || keyword_sql(shape));
-        let stmt = client.prepare_cached(&keyword.sql).await?;
         let values = filter.values(scope, user_id);
         let params = keyword.values(|slot| match slot {
             Slot::Text => Some(&query.text),
@@ -485,7 +485,7 @@ impl Store {
             Slot::Dfs => Some(&terms.dfs),
             filter => values.get(filter),
         })?;
-        let row = super::timed("search_keywords", client.query_one(&stmt, &params)).await?;
+        let row = super::timed("search_keywords", client.one(&keyword.sql, &params)).await?;
         Ok(KeywordHits {
             user_id: Some(user_id),
             ids: row.try_get("ids")?,
@@ -531,12 +531,11 @@ impl Store {
                 .await?;
             let semantic: Vec<Uuid> = if use_vectors {
                 let nearest = SEMANTIC.get((shape, dim), || semantic_sql(shape, dim));
-                let stmt = tx.prepare_cached(&nearest.sql).await?;
                 let params = nearest.values(|slot| match slot {
                     Slot::Vector => Some(&vector),
                     filter => values.get(filter),
                 })?;
-                let rows = query_planned(&tx, Plan::PerCall, &stmt, &params).await?;
+                let rows = query_planned(&tx, Plan::PerCall, &nearest.sql, &params).await?;
                 match rows.first() {
                     Some(row) => row.try_get("ids")?,
                     None => Vec::new(),
@@ -545,7 +544,6 @@ impl Store {
                 Vec::new()
             };
             let fusion = FUSION.get((shape, dim), || search_sql(shape, dim));
-            let stmt = tx.prepare_cached(&fusion.sql).await?;
             let params = fusion.values(|slot| match slot {
                 Slot::Vector => Some(&vector),
                 Slot::UseVector => Some(&use_vectors),
@@ -556,7 +554,7 @@ impl Store {
                 Slot::VectorIds => Some(&semantic),
                 filter => values.get(filter),
             })?;
-            query_planned(&tx, Plan::Cached, &stmt, &params).await
+            query_planned(&tx, Plan::Cached, &fusion.sql, &params).await
         })
         .await?;
         super::read_rows(&rows, |row| {
@@ -583,14 +581,14 @@ impl Store {
         };
         let tx = client.build_transaction().read_only(true).start().await?;
         let nearest = semantic_sql(filter.shape(), self.embedding_dim());
-        let stmt = tx.prepare(&format!("EXPLAIN {}", nearest.sql)).await?;
+        let explain = format!("EXPLAIN {}", nearest.sql);
         let values = filter.values(scope, user_id);
         let vector = Vector::from(embedding);
         let params = nearest.values(|slot| match slot {
             Slot::Vector => Some(&vector),
             filter => values.get(filter),
         })?;
-        let rows = query_planned(&tx, Plan::PerCall, &stmt, &params).await?;
+        let rows = query_planned(&tx, Plan::PerCall, &explain, &params).await?;
         let lines = super::read_rows(&rows, |r| Ok(r.try_get::<_, String>("QUERY PLAN")?))?;
         Ok(lines.join("\n"))
     }

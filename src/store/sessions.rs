@@ -2,6 +2,7 @@
 //! who created the session, and when it was last used, so any replica can
 //! resume a session after a restart.
 
+use crate::db::statements::Statements;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -34,20 +35,14 @@ impl Store {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO companion_sessions (id, companion_id, api_key_id, principal, init_state, \
+        client
+            .run("INSERT INTO companion_sessions (id, companion_id, api_key_id, principal, init_state, \
                     protocol_version, client_info, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8)) \
                  ON CONFLICT (id) DO UPDATE SET init_state = EXCLUDED.init_state, \
                     protocol_version = EXCLUDED.protocol_version, client_info = EXCLUDED.client_info, \
                     last_activity_at = now(), expires_at = EXCLUDED.expires_at \
                  WHERE companion_sessions.principal IS NOT DISTINCT FROM EXCLUDED.principal",
-            )
-            .await?;
-        client
-            .execute(
-                &stmt,
                 &[
                     &id,
                     &scope.companion_id,
@@ -66,22 +61,21 @@ impl Store {
     /// The stored initialize state of a live session.
     pub async fn load_session(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
+        let row = client
+            .opt(
                 "SELECT init_state FROM companion_sessions \
                  WHERE id = $1 AND expires_at > now() AND init_state IS NOT NULL",
+                &[&id],
             )
             .await?;
-        let row = client.query_opt(&stmt, &[&id]).await?;
         Ok(row.map(|r| r.try_get("init_state")).transpose()?)
     }
 
     pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("DELETE FROM companion_sessions WHERE id = $1")
+        client
+            .run("DELETE FROM companion_sessions WHERE id = $1", &[&id])
             .await?;
-        client.execute(&stmt, &[&id]).await?;
         Ok(())
     }
 
@@ -99,20 +93,15 @@ impl Store {
         ttl: Duration,
     ) -> Result<SessionCheck, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "WITH s AS (SELECT principal FROM companion_sessions WHERE id = $1 AND expires_at > now()), \
+        let row = client
+            .one("WITH s AS (SELECT principal FROM companion_sessions WHERE id = $1 AND expires_at > now()), \
                  t AS (UPDATE companion_sessions SET last_activity_at = now(), \
                          expires_at = now() + make_interval(secs => $3) \
                        WHERE id = $1 AND expires_at > now() AND principal IS NOT DISTINCT FROM $2 \
                          AND last_activity_at < now() - make_interval(secs => least(30, $3::float8 / 10)) \
                        RETURNING 1) \
                  SELECT (SELECT count(*) FROM s) AS live, \
-                        (SELECT count(*) FROM s WHERE principal IS NOT DISTINCT FROM $2) AS owned",
-            )
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&id, &principal, &ttl.as_secs_f64()])
+                        (SELECT count(*) FROM s WHERE principal IS NOT DISTINCT FROM $2) AS owned", &[&id, &principal, &ttl.as_secs_f64()])
             .await?;
         let (exists, owned): (i64, i64) = (row.try_get("live")?, row.try_get("owned")?);
         Ok(match (exists, owned) {
@@ -125,18 +114,23 @@ impl Store {
     /// Deletes expired sessions; returns how many.
     pub async fn purge_sessions(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("DELETE FROM companion_sessions WHERE expires_at <= now()")
-            .await?;
-        Ok(client.execute(&stmt, &[]).await?)
+        Ok(client
+            .run(
+                "DELETE FROM companion_sessions WHERE expires_at <= now()",
+                &[],
+            )
+            .await?)
     }
 
     /// Live sessions, for metrics.
     pub async fn count_sessions(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT count(*) AS n FROM companion_sessions WHERE expires_at > now()")
-            .await?;
-        Ok(client.query_one(&stmt, &[]).await?.try_get("n")?)
+        Ok(client
+            .one(
+                "SELECT count(*) AS n FROM companion_sessions WHERE expires_at > now()",
+                &[],
+            )
+            .await?
+            .try_get("n")?)
     }
 }

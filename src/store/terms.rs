@@ -8,6 +8,7 @@
 //! (about 5 ms per common lexeme at 100k memories), and idf barely moves
 //! when a scope grows by a few percent in a minute.
 
+use crate::db::statements::Statements;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -99,8 +100,7 @@ impl Store {
             .map(|(n, _)| n)
             .filter(|n| *n >= CACHE_FROM);
         let Some(scope_size) = cached_size else {
-            let stmt = client.prepare_cached(STATS_SQL).await?;
-            let row = client.query_one(&stmt, &[&companion, &user, &text]).await?;
+            let row = client.one(STATS_SQL, &[&companion, &user, &text]).await?;
             let stats = TermStats {
                 scope_size: row.try_get("n")?,
                 lexemes: row.try_get("lexemes")?,
@@ -112,9 +112,8 @@ impl Store {
             }
             return Ok(stats);
         };
-        let stmt = client.prepare_cached(LEXEMES_SQL).await?;
         let lexemes: Vec<String> = client
-            .query_one(&stmt, &[&text])
+            .one(LEXEMES_SQL, &[&text])
             .await?
             .try_get("lexemes")?;
         let mut dfs: Vec<Option<i64>> = {
@@ -131,8 +130,7 @@ impl Store {
             .map(|(l, _)| l.clone())
             .collect();
         if !missing.is_empty() {
-            let stmt = client.prepare_cached(DFS_SQL).await?;
-            let rows = client.query(&stmt, &[&companion, &user, &missing]).await?;
+            let rows = client.rows(DFS_SQL, &[&companion, &user, &missing]).await?;
             let pairs = super::read_rows(&rows, |r| {
                 Ok((r.try_get::<_, String>("l")?, r.try_get::<_, i64>("df")?))
             })?;

@@ -3,6 +3,7 @@
 //! messages stored while the embedder was unavailable. The schedules that
 //! run these (and the embedder they call) are `crate::jobs`'.
 
+use crate::db::statements::Statements;
 use pgvector::Vector;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -31,13 +32,8 @@ impl Store {
     /// Deletes up to `limit` expired memories; returns how many.
     pub async fn purge_expired(&self, limit: i64) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "DELETE FROM memories WHERE id IN ( \
-                    SELECT id FROM memories WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)",
-            )
-            .await?;
-        Ok(client.execute(&stmt, &[&limit]).await?)
+        Ok(client.run("DELETE FROM memories WHERE id IN ( \
+                    SELECT id FROM memories WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)", &[&limit]).await?)
     }
 
     /// Up to `limit` rows of `table` without a vector, oldest first.
@@ -57,9 +53,8 @@ impl Store {
             }
         };
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await?;
         client
-            .query(&stmt, &[&limit])
+            .rows(sql, &[&limit])
             .await?
             .iter()
             .map(|row| {
@@ -93,7 +88,6 @@ impl Store {
             }
         };
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await?;
         let mut filled = 0;
         for (row, vector) in rows.iter().zip(vectors) {
             let vector = Vector::from(vector);
@@ -101,7 +95,7 @@ impl Store {
             if table == Embeddable::Memories {
                 params.push(&row.content_hash);
             }
-            filled += client.execute(&stmt, &params).await? as usize;
+            filled += client.run(sql, &params).await? as usize;
         }
         Ok(filled)
     }

@@ -3,6 +3,7 @@
 //! conversation and message the companion holds about them) in one
 //! transaction.
 
+use crate::db::statements::Statements;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -40,8 +41,8 @@ impl Store {
     /// most memories first.
     pub async fn users(&self, scope: &Scope) -> Result<Vec<UserSummary>, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
+        let rows = client
+            .rows(
                 "WITH m AS ( \
                     SELECT user_id, count(*) AS n, max(created_at) AS last FROM memories \
                     WHERE companion_id = $1 GROUP BY user_id \
@@ -55,10 +56,8 @@ impl Store {
                  FROM users u LEFT JOIN m ON m.user_id = u.id LEFT JOIN c ON c.user_id = u.id \
                  WHERE m.user_id IS NOT NULL OR c.user_id IS NOT NULL \
                  ORDER BY coalesce(m.n, 0) DESC, u.external_id LIMIT $2",
+                &[&scope.companion_id, &USER_LIST_LIMIT],
             )
-            .await?;
-        let rows = client
-            .query(&stmt, &[&scope.companion_id, &USER_LIST_LIMIT])
             .await?;
         Ok(rows
             .iter()
@@ -89,46 +88,42 @@ impl Store {
             return Ok(Forgotten::default());
         };
         // Counted first: the cascades below do not report what they remove.
-        let counts = tx
-            .prepare_cached(
-                "SELECT \
+        let row = tx
+            .one("SELECT \
                     (SELECT count(*) FROM memory_relations r WHERE r.companion_id = $1 AND EXISTS ( \
                         SELECT 1 FROM memories m WHERE m.user_id = $2 AND m.companion_id = $1 \
                         AND (m.id = r.from_id OR m.id = r.to_id))) AS relations, \
                     (SELECT count(*) FROM messages g JOIN contexts c ON c.id = g.context_id \
-                     WHERE c.companion_id = $1 AND c.user_id = $2) AS messages",
-            )
-            .await?;
-        let row = tx
-            .query_one(&counts, &[&scope.companion_id, &user_id])
+                     WHERE c.companion_id = $1 AND c.user_id = $2) AS messages", &[&scope.companion_id, &user_id])
             .await?;
         let mut gone = Forgotten {
             relations: row.get("relations"),
             messages: row.get("messages"),
             ..Forgotten::default()
         };
-        let memories = tx
-            .prepare_cached("DELETE FROM memories WHERE companion_id = $1 AND user_id = $2")
-            .await?;
         gone.memories = tx
-            .execute(&memories, &[&scope.companion_id, &user_id])
+            .run(
+                "DELETE FROM memories WHERE companion_id = $1 AND user_id = $2",
+                &[&scope.companion_id, &user_id],
+            )
             .await? as i64;
         // A fork belongs to its parent's user, so deleting the user's
         // contexts takes every fork (and message) with them.
-        let contexts = tx
-            .prepare_cached("DELETE FROM contexts WHERE companion_id = $1 AND user_id = $2")
-            .await?;
         gone.contexts = tx
-            .execute(&contexts, &[&scope.companion_id, &user_id])
+            .run(
+                "DELETE FROM contexts WHERE companion_id = $1 AND user_id = $2",
+                &[&scope.companion_id, &user_id],
+            )
             .await? as i64;
-        let user_row = tx
-            .prepare_cached(
+        gone.user_row = tx
+            .run(
                 "DELETE FROM users u WHERE u.id = $1 \
                  AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.user_id = u.id) \
                  AND NOT EXISTS (SELECT 1 FROM contexts c WHERE c.user_id = u.id)",
+                &[&user_id],
             )
-            .await?;
-        gone.user_row = tx.execute(&user_row, &[&user_id]).await? > 0;
+            .await?
+            > 0;
         tx.commit().await?;
         Ok(gone)
     }

@@ -17,6 +17,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::OnceCell;
 
+pub mod pgbouncer;
+
 pub type Client = RunningService<RoleClient, ()>;
 
 /// Where the shared test cluster lives: under /tmp so that the unprivileged
@@ -147,6 +149,9 @@ pub async fn fresh_db() -> TestDb {
         .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
         .await
         .expect("create test database");
+    if pgbouncer::everywhere() {
+        pgbouncer::port().await;
+    }
     TestDb {
         url: format!(
             "host={} user=postgres dbname={name}",
@@ -173,6 +178,9 @@ pub async fn empty_db() -> TestDb {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create empty database");
+    if pgbouncer::everywhere() {
+        pgbouncer::port().await;
+    }
     TestDb {
         url: format!(
             "host={} user=postgres dbname={name}",
@@ -210,8 +218,15 @@ pub fn mnemo(db: &TestDb, companion: &str, embed: Embed) -> tokio::process::Comm
             cmd.env_remove(k);
         }
     }
-    cmd.env("DATABASE_URL", &db.url)
-        .env("MNEMO_COMPANION", companion)
+    match pgbouncer::url(db).filter(|_| pgbouncer::everywhere()) {
+        // The second pass of scripts/test.sh: serving through the pooler,
+        // migrations over the direct URL.
+        Some(pooled) => cmd
+            .env("DATABASE_URL", pooled)
+            .env("DIRECT_DATABASE_URL", &db.url),
+        None => cmd.env("DATABASE_URL", &db.url),
+    };
+    cmd.env("MNEMO_COMPANION", companion)
         .env("MNEMO_LOG", "warn")
         .env("MNEMO_CONFIG", "/dev/null")
         .env("MNEMO_PURGE_INTERVAL_SECS", "1")

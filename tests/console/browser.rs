@@ -36,7 +36,7 @@ pub async fn browser() -> (Browser, Driver) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("chromedriver (scripts/setup-browser.sh installs it)");
+        .expect("chromedriver (scripts/setup-test-packages.sh installs it)");
     let profile = tempfile::tempdir().expect("browser profile dir");
     let driver = Driver {
         child,

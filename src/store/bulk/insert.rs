@@ -2,6 +2,7 @@
 //! present is skipped, so the same rows applied twice (or into the database
 //! they came from) change nothing.
 
+use crate::db::statements::Statements;
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
@@ -123,7 +124,7 @@ impl Known {
     /// names one the file did not list (a hand-made or filtered file).
     async fn id(
         &mut self,
-        tx: &impl GenericClient,
+        tx: &(impl GenericClient + Statements),
         table: Named,
         name: &str,
     ) -> Result<Uuid, StoreError> {
@@ -167,7 +168,7 @@ fn count(inserted: &mut u64, skipped: &mut u64, new: bool) {
 /// are new here (true), else the one this database already has for the
 /// name, or a fresh one when the id belongs to another name (false).
 async fn named_id(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Statements),
     table: Named,
     id: Uuid,
     name: &str,
@@ -183,8 +184,7 @@ async fn named_id(
              ON CONFLICT DO NOTHING RETURNING id"
         }
     };
-    let keep = tx.prepare_cached(keep).await?;
-    if let Some(row) = tx.query_opt(&keep, &[&id, &name, &created_at]).await? {
+    if let Some(row) = tx.opt(keep, &[&id, &name, &created_at]).await? {
         return Ok((row.try_get("id")?, true));
     }
     let (insert, select) = fresh(table);
@@ -217,16 +217,17 @@ enum Placed {
 }
 
 async fn insert_memory(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Statements),
     row: &MemoryRow,
     companion_id: Uuid,
     user_id: Uuid,
     embedding: Option<Vector>,
 ) -> Result<Placed, StoreError> {
     let m = &row.memory;
-    let insert = tx
-        .prepare_cached(
-            "WITH ins AS ( \
+    let hash = content_hash(&m.content);
+    let model = embedding.as_ref().and(row.embedding_model.as_deref());
+    let inserted = tx
+        .opt("WITH ins AS ( \
                 INSERT INTO memories (id, companion_id, user_id, content, content_hash, kind, importance, \
                     confidence, tags, metadata, embedding, embedding_model, occurred_at, expires_at, \
                     archived_at, created_at, updated_at) \
@@ -237,13 +238,6 @@ async fn insert_memory(
                 SELECT id, $16::int8, $17::timestamptz FROM ins \
                 WHERE $16::int8 > 0 OR $17::timestamptz IS NOT NULL) \
              SELECT id FROM ins",
-        )
-        .await?;
-    let hash = content_hash(&m.content);
-    let model = embedding.as_ref().and(row.embedding_model.as_deref());
-    let inserted = tx
-        .query_opt(
-            &insert,
             &[
                 &m.id,
                 &companion_id,
@@ -271,20 +265,16 @@ async fn insert_memory(
     if inserted.is_some() {
         return Ok(Placed::New);
     }
-    let present = tx
-        .prepare_cached("SELECT 1 FROM memories WHERE id = $1")
-        .await?;
-    if tx.query_opt(&present, &[&m.id]).await?.is_some() {
+    if tx
+        .opt("SELECT 1 FROM memories WHERE id = $1", &[&m.id])
+        .await?
+        .is_some()
+    {
         return Ok(Placed::Present);
     }
-    let twin = tx
-        .prepare_cached(
-            "SELECT id FROM memories WHERE companion_id = $1 AND user_id = $2 AND content_hash = $3 \
-             AND archived_at IS NULL",
-        )
-        .await?;
     match tx
-        .query_opt(&twin, &[&companion_id, &user_id, &hash])
+        .opt("SELECT id FROM memories WHERE companion_id = $1 AND user_id = $2 AND content_hash = $3 \
+             AND archived_at IS NULL", &[&companion_id, &user_id, &hash])
         .await?
     {
         Some(row) => Ok(Placed::Twin(row.try_get("id")?)),
@@ -297,14 +287,14 @@ async fn insert_memory(
 
 /// True when inserted; false when present already or an end is missing.
 async fn insert_relation(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Statements),
     r: &RelationRow,
     companion_id: Uuid,
     from: Uuid,
     to: Uuid,
 ) -> Result<bool, StoreError> {
-    let insert = tx
-        .prepare_cached(
+    let row = tx
+        .opt(
             "INSERT INTO memory_relations (id, companion_id, from_id, to_id, relation, strength, \
                 created_at, updated_at) \
              SELECT $1::uuid, $2::uuid, $3::uuid, $4::uuid, $5::relation_kind, $6::real, \
@@ -313,11 +303,6 @@ async fn insert_relation(
                AND EXISTS (SELECT 1 FROM memories WHERE id = $3::uuid AND companion_id = $2::uuid) \
                AND EXISTS (SELECT 1 FROM memories WHERE id = $4::uuid AND companion_id = $2::uuid) \
              ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .await?;
-    let row = tx
-        .query_opt(
-            &insert,
             &[
                 &r.id,
                 &companion_id,
@@ -337,23 +322,18 @@ async fn insert_relation(
 /// True when inserted; false when present already. A fork's parent must be
 /// here already (a snapshot hands parents out first).
 async fn insert_context(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Statements),
     row: &ContextRow,
     companion_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, StoreError> {
     let c = &row.context;
-    let insert = tx
-        .prepare_cached(
+    let inserted = tx
+        .opt(
             "INSERT INTO contexts (id, companion_id, user_id, name, parent_id, fork_version, \
                 message_count, total_tokens, latest_version, created_at, updated_at, deleted_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .await?;
-    let inserted = tx
-        .query_opt(
-            &insert,
             &[
                 &c.id,
                 &companion_id,
@@ -377,14 +357,15 @@ async fn insert_context(
 /// True when inserted; false when present already (this id, or this
 /// version of the context) or the context is missing.
 async fn insert_message(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Statements),
     row: &MessageRow,
     embedding: Option<Vector>,
 ) -> Result<bool, StoreError> {
     let m = &row.message;
     // The companion is the context's, as every append copies it.
-    let insert = tx
-        .prepare_cached(
+    let model = embedding.as_ref().and(row.embedding_model.as_deref());
+    let inserted = tx
+        .opt(
             "INSERT INTO messages (id, context_id, companion_id, version, role, content, \
                 tool_call_id, tool_name, token_count, model, embedding, embedding_model, \
                 created_at, deleted_at) \
@@ -393,12 +374,6 @@ async fn insert_message(
                 $12::timestamptz, $13::timestamptz \
              FROM contexts x WHERE x.id = $2::uuid \
              ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .await?;
-    let model = embedding.as_ref().and(row.embedding_model.as_deref());
-    let inserted = tx
-        .query_opt(
-            &insert,
             &[
                 &m.id,
                 &m.context_id,

@@ -1,6 +1,7 @@
 //! Reading every table (or one user's share of it) out of one consistent
 //! snapshot, as a stream of rows that are never all held in memory.
 
+use crate::db::statements::Statements;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -128,10 +129,7 @@ async fn read(
         (MESSAGES, &with_vectors, message),
     ];
     for (sql, params, to_row) in tables {
-        let stmt = tx.prepare_cached(sql).await?;
-        let rows = tx
-            .query_raw(&stmt, params.iter().map(|p| *p as &dyn ToSql))
-            .await?;
+        let rows = tx.stream(sql, params).await?;
         pin_mut!(rows);
         while let Some(r) = rows.next().await {
             let row = to_row(&r?)?;
