@@ -13,8 +13,22 @@ log=$(mktemp)
 set +e
 cargo test --locked --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+if [ "$#" = 0 ]; then
+  # Second pass: the MCP tool suites again, every server behind PgBouncer in
+  # transaction mode (tests/common/pgbouncer.rs) and migrating over the
+  # direct URL.
+  MNEMO_TEST_PGBOUNCER=1 cargo test --locked --no-fail-fast \
+    --test tools --test contexts --test surface --test http --test auth --test backup 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
 set -e
-# The shared test cluster outlives the test processes by design; stop it.
+# The shared test cluster and PgBouncer outlive the test processes by
+# design; stop them.
+bouncer="/tmp/mnemo-pgbouncer-$(id -u)"
+if [ -f "$bouncer/pgbouncer.pid" ]; then
+  kill "$(cat "$bouncer/pgbouncer.pid")" 2>/dev/null || true
+  rm -f "$bouncer/port"
+fi
 target/debug/mnemo db stop --data-dir "/tmp/mnemo-test-$(id -u)" >/dev/null 2>&1 || true
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"

@@ -265,12 +265,13 @@ pub struct Route {
 
 impl Route {
     /// The route `config` asks for, `pg` being the serving target. The
-    /// embedded cluster is always direct.
+    /// embedded cluster is direct unless `--pooler transaction` says
+    /// otherwise (which benchmarks use to compare the two ways).
     pub fn of(config: &Config, pg: &tokio_postgres::Config) -> Result<Route, DbError> {
         if config.database_url.is_none() {
             return Ok(Route {
                 direct: None,
-                pooled: false,
+                pooled: config.pooler == pooler::Pooler::Transaction,
             });
         }
         let direct = match &config.direct_database_url {

@@ -62,6 +62,25 @@ async fn start() -> u16 {
     // PgBouncer refuses to run as root; as `nobody` it must write here.
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .expect("chmod pgbouncer state dir");
+    // An instance whose port was forgotten (or that stopped answering)
+    // holds the pid file, which would keep a new one from starting.
+    let pidfile = dir.join("pgbouncer.pid");
+    if let Some(pid) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        for _ in 0..100 {
+            if !pidfile.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = std::fs::remove_file(&pidfile);
+    }
     let port = free_port();
     let ini = format!(
         "[databases]\n\
