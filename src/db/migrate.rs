@@ -261,6 +261,14 @@ mod tests {
                 "0005_memory_access",
                 "c66951379d0446e93f15e3834b3721ba8b307613fb22a9ecfa88a3c1fe139c46",
             ),
+            (
+                "0007_console_sessions",
+                "86c66497918e568a54827316e0abf6ebe25e95cbd8231fa63ae83cb081283614",
+            ),
+            (
+                "0009_memory_access_companion",
+                "f5a689717818e71a28b778271f70d1c74195d42ec6cf91d98e2dc45b5d58fb44",
+            ),
         ];
         for (i, (name, sum)) in shipped.iter().enumerate() {
             let (listed, sql) = MIGRATIONS[i];

@@ -94,11 +94,11 @@ impl Store {
             let client = self.client().await?;
             Ok(client
                 .run(
-                    "INSERT INTO memory_access AS x (memory_id, access_count, last_accessed_at) \
-                     SELECT a.id, a.n, a.at \
+                    "INSERT INTO memory_access AS x (companion_id, memory_id, access_count, last_accessed_at) \
+                     SELECT m.companion_id, a.id, a.n, a.at \
                      FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[]) AS a(id, n, at) \
-                     WHERE EXISTS (SELECT 1 FROM memories m WHERE m.id = a.id) \
-                     ON CONFLICT (memory_id) DO UPDATE SET \
+                     JOIN memories m ON m.id = a.id \
+                     ON CONFLICT (companion_id, memory_id) DO UPDATE SET \
                         access_count = x.access_count + EXCLUDED.access_count, \
                         last_accessed_at = greatest(x.last_accessed_at, EXCLUDED.last_accessed_at)",
                     &[&ids, &counts, &times],

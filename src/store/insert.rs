@@ -66,11 +66,12 @@ macro_rules! on_conflict {
     };
 }
 
-/// After an insert CTE `ins(id, ...)`: a revived memory starts its access
-/// statistics afresh (a new one has none yet).
+/// After an insert CTE `ins(id, ...)` whose companion is `$1`: a revived
+/// memory starts its access statistics afresh (a new one has none yet).
 macro_rules! reset_access {
     () => {
-        "reset AS (DELETE FROM memory_access a USING ins WHERE a.memory_id = ins.id)"
+        "reset AS (DELETE FROM memory_access a USING ins \
+                   WHERE a.companion_id = $1 AND a.memory_id = ins.id)"
     };
 }
 

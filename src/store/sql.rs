@@ -32,8 +32,10 @@ macro_rules! memory_columns {
     () => {
         "m.id, u.external_id AS user_id, m.content, m.kind, m.importance, m.confidence, \
          m.tags, m.metadata, m.occurred_at, m.expires_at, m.archived_at, \
-         coalesce((SELECT a.access_count FROM memory_access a WHERE a.memory_id = m.id), 0) AS access_count, \
-         (SELECT a.last_accessed_at FROM memory_access a WHERE a.memory_id = m.id) AS last_accessed_at, \
+         coalesce((SELECT a.access_count FROM memory_access a \
+                   WHERE a.companion_id = m.companion_id AND a.memory_id = m.id), 0) AS access_count, \
+         (SELECT a.last_accessed_at FROM memory_access a \
+           WHERE a.companion_id = m.companion_id AND a.memory_id = m.id) AS last_accessed_at, \
          m.created_at, m.updated_at, m.embedding IS NOT NULL AS embedded"
     };
 }

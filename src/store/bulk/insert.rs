@@ -234,8 +234,8 @@ async fn insert_memory(
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18, $19) \
                 ON CONFLICT DO NOTHING RETURNING id), \
              access AS ( \
-                INSERT INTO memory_access (memory_id, access_count, last_accessed_at) \
-                SELECT id, $16::int8, $17::timestamptz FROM ins \
+                INSERT INTO memory_access (companion_id, memory_id, access_count, last_accessed_at) \
+                SELECT $2, id, $16::int8, $17::timestamptz FROM ins \
                 WHERE $16::int8 > 0 OR $17::timestamptz IS NOT NULL) \
              SELECT id FROM ins",
             &[

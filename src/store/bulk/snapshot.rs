@@ -160,7 +160,7 @@ const MEMORIES: &str = "SELECT m.id, c.name AS companion, u.external_id AS user_
         CASE WHEN $2 THEN m.embedding_model END AS embedding_model \
      FROM memories m JOIN companions c ON c.id = m.companion_id \
      JOIN users u ON u.id = m.user_id \
-     LEFT JOIN memory_access a ON a.memory_id = m.id \
+     LEFT JOIN memory_access a ON a.companion_id = m.companion_id AND a.memory_id = m.id \
      WHERE $1::uuid IS NULL OR m.user_id = $1 \
      ORDER BY m.created_at, m.id";
 
