@@ -261,6 +261,14 @@ mod tests {
                 "0005_memory_access",
                 "c66951379d0446e93f15e3834b3721ba8b307613fb22a9ecfa88a3c1fe139c46",
             ),
+            (
+                "0007_console_sessions",
+                "86c66497918e568a54827316e0abf6ebe25e95cbd8231fa63ae83cb081283614",
+            ),
+            (
+                "0008_memory_statistics",
+                "9b3460b1dd1a5e77445998b08af5a16bab1a9e8c90ce8ac0dc833ff6fd5b0627",
+            ),
         ];
         for (i, (name, sum)) in shipped.iter().enumerate() {
             let (listed, sql) = MIGRATIONS[i];
