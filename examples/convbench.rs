@@ -29,7 +29,8 @@
 //! text is altered. Search is measured at two moments:
 //! - right after the writes: the first search follows the last
 //!   `store_memories` call, with no ANALYZE and no waiting;
-//! - settled: after `VACUUM (ANALYZE)` and `--warmup` untimed searches.
+//! - settled: after `VACUUM (ANALYZE)` (`--settle analyze`: `ANALYZE`
+//!   alone) and `--warmup` untimed searches.
 //!
 //! At each moment every question is asked in hybrid and in semantic mode
 //! over HTTP and over stdio (a `mnemo serve --stdio` child started before the
@@ -56,6 +57,7 @@
 //! target/release/examples/convbench [--sizes 1000,10000,100000] [--users 1000x100|none]
 //!     [--mixed all|none|N] [--queries N] [--batch 250] [--reuse] [--tail 500] [--warmup 50]
 //!     [--singles 200] [--embed-sample 2000] [--new-scope 100000x675] [--cluster mnemo-convbench]
+//!     [--settle vacuum|analyze]
 //!     [--data ../shared/datasets/locomo/locomo-dev.json] [--server target/release/mnemo]
 //! ```
 
@@ -98,6 +100,10 @@ struct Opts {
     new_scope: Option<(usize, usize)>,
     /// The embedded cluster's directory name under /tmp (`-$UID` added).
     cluster: String,
+    /// What settles the database before the second moment: `VACUUM
+    /// (ANALYZE)` (the default), or `ANALYZE` alone (`--settle analyze`),
+    /// the comparison issue 15's "within 1.3x" names.
+    settle: &'static str,
     queries: usize,
     batch: usize,
     server: PathBuf,
@@ -116,6 +122,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
         mixed: Some(usize::MAX),
         new_scope: None,
         cluster: "mnemo-convbench".into(),
+        settle: "VACUUM (ANALYZE)",
         queries: usize::MAX,
         batch: 250,
         server: PathBuf::from("target/release/mnemo"),
@@ -153,6 +160,8 @@ fn parse_opts() -> anyhow::Result<Opts> {
             }
             "--users" if value == "none" => o.users = None,
             "--cluster" => o.cluster = value.clone(),
+            "--settle" if value == "analyze" => o.settle = "ANALYZE",
+            "--settle" if value == "vacuum" => o.settle = "VACUUM (ANALYZE)",
             "--new-scope" if value == "none" => o.new_scope = None,
             "--new-scope" => {
                 let (b, n) = value
@@ -317,9 +326,10 @@ async fn run_layout(
     for moment in [Moment::AfterWrites, Moment::Settled] {
         if moment == Moment::Settled {
             let started = Instant::now();
-            db.batch_execute("VACUUM (ANALYZE)").await?;
+            db.batch_execute(opts.settle).await?;
             println!(
-                "settling: VACUUM (ANALYZE) in {:.1} s",
+                "settling: {} in {:.1} s",
+                opts.settle,
                 started.elapsed().as_secs_f64()
             );
             let warm: Vec<String> = questions.iter().rev().take(opts.warmup).cloned().collect();

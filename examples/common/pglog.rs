@@ -89,14 +89,15 @@ pub fn print_slow(stretch: &str, slow: &[Slow], show: usize) {
 
 /// mnemo's statements by how their text starts: a search's (the term
 /// statistics, the keyword, vector and fusion statements) and the ANALYZE
-/// a batch may run.
-pub const KINDS: [(&str, &str); 6] = [
+/// and pending-list merge a batch may run.
+pub const KINDS: [(&str, &str); 7] = [
     ("terms", "WITH lex AS"),
     ("term dfs", "SELECT l, (SELECT count(*)"),
     ("keyword", "WITH df AS"),
     ("vector", "SELECT coalesce(array_agg(id ORDER BY dist"),
     ("fusion", "WITH sem AS"),
     ("analyze", "ANALYZE memories"),
+    ("gin merge", "SELECT gin_clean_pending_list"),
 ];
 
 /// The kind (of [`KINDS`]) of a logged statement's execution; `None` for

@@ -151,7 +151,11 @@ impl Layout {
                     .into_iter()
                     .map(|t| user(ONE_USER, t))
                     .collect();
-                all.extend(turns(conversations, *n)?.into_iter().map(|t| user(NEW_USER, t)));
+                all.extend(
+                    turns(conversations, *n)?
+                        .into_iter()
+                        .map(|t| user(NEW_USER, t)),
+                );
                 all
             }
             Layout::Mixed(limit) => {
