@@ -74,7 +74,11 @@ async fn main() -> anyhow::Result<()> {
     let mut search = [Vec::new(), Vec::new()];
     let mut get = [Vec::new(), Vec::new()];
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for pooled in order {
             set_pooled(pooled);
             for r in &samples {

@@ -86,3 +86,50 @@ pub fn print_slow(stretch: &str, slow: &[Slow], show: usize) {
         );
     }
 }
+
+/// mnemo's statements by how their text starts: a search's (the term
+/// statistics, the keyword, vector and fusion statements) and the ANALYZE
+/// and pending-list merge a batch may run.
+pub const KINDS: [(&str, &str); 7] = [
+    ("terms", "WITH lex AS"),
+    ("term dfs", "SELECT l, (SELECT count(*)"),
+    ("keyword", "WITH df AS"),
+    ("vector", "SELECT coalesce(array_agg(id ORDER BY dist"),
+    ("fusion", "WITH sem AS"),
+    ("analyze", "ANALYZE memories"),
+    ("gin merge", "SELECT gin_clean_pending_list"),
+];
+
+/// The kind (of [`KINDS`]) of a logged statement's execution; `None` for
+/// other statements and for the parse and bind steps.
+pub fn kind(s: &Slow) -> Option<&'static str> {
+    let text = if let Some(rest) = s.statement.strip_prefix("execute ") {
+        rest.split_once(": ")?.1
+    } else {
+        s.statement.strip_prefix("statement: ")?
+    };
+    KINDS
+        .iter()
+        .find(|(_, start)| text.starts_with(start))
+        .map(|(name, _)| *name)
+}
+
+/// Each kind's executions: (kind, count, p50 ms, p95 ms), in [`KINDS`]' order.
+pub fn by_kind(logged: &[Slow]) -> Vec<(&'static str, usize, f64, f64)> {
+    KINDS
+        .iter()
+        .filter_map(|(name, _)| {
+            let mut times: Vec<f64> = logged
+                .iter()
+                .filter(|s| kind(s) == Some(name))
+                .map(|s| s.ms)
+                .collect();
+            if times.is_empty() {
+                return None;
+            }
+            times.sort_by(f64::total_cmp);
+            let at = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+            Some((*name, times.len(), at(0.5), at(0.95)))
+        })
+        .collect()
+}

@@ -13,6 +13,8 @@ use crate::bench_common::locomo::Conversation;
 const SHIFT_MONTHS: u32 = 12 * 12;
 /// The single scope's user, and the prefix of the many small scopes' users.
 const ONE_USER: &str = "conv-one";
+/// The user of the scope a `NewScope` layout adds to a large table.
+const NEW_USER: &str = "conv-new";
 const MIXED_USER: &str = "conv-mixed";
 /// Words that make an observation a preference rather than a fact.
 const LIKING: [&str; 10] = [
@@ -59,6 +61,11 @@ pub enum Layout {
     Users(usize, usize),
     /// Turns, facts, preferences and instructions in one scope (at most this many).
     Mixed(usize),
+    /// A large table (this many turns in one user's scope), then a new
+    /// scope of that many turns (another user's), which the queries ask
+    /// about: the base is stored and settled first, and only the new scope
+    /// is written right before the searches.
+    NewScope(usize, usize),
 }
 
 impl Layout {
@@ -67,6 +74,9 @@ impl Layout {
             Layout::One(n) => format!("{n} turns in one scope"),
             Layout::Users(u, m) => format!("{u} users x {m} turns"),
             Layout::Mixed(_) => "one scope of mixed kinds".into(),
+            Layout::NewScope(base, n) => {
+                format!("a new scope of {n} turns in a table of {base}")
+            }
         }
     }
 
@@ -76,6 +86,7 @@ impl Layout {
             Layout::One(n) => format!("{n}"),
             Layout::Users(u, m) => format!("{u}x{m}"),
             Layout::Mixed(_) => "mixed".into(),
+            Layout::NewScope(base, n) => format!("new {n} in {base}"),
         }
     }
 
@@ -84,6 +95,7 @@ impl Layout {
             Layout::One(n) => format!("convbench_{n}"),
             Layout::Users(u, m) => format!("convbench_users_{u}x{m}"),
             Layout::Mixed(_) => "convbench_mixed".into(),
+            Layout::NewScope(base, n) => format!("convbench_new_{base}x{n}"),
         }
     }
 
@@ -94,6 +106,16 @@ impl Layout {
             Layout::One(_) => ONE_USER.into(),
             Layout::Users(u, _) => small_user((i * 7919 + 13) % (*u).max(1)),
             Layout::Mixed(_) => MIXED_USER.into(),
+            Layout::NewScope(..) => NEW_USER.into(),
+        }
+    }
+
+    /// How many of [`Layout::memories`] are stored and settled before the
+    /// measured writes, whatever `--reuse` says (`None`: as it says).
+    pub fn base(&self) -> Option<usize> {
+        match self {
+            Layout::NewScope(base, _) => Some(*base),
+            _ => None,
         }
     }
 
@@ -118,6 +140,24 @@ impl Layout {
                     at,
                 })
                 .collect(),
+            Layout::NewScope(base, n) => {
+                let user = |u: &str, (content, at)| Memory {
+                    user: u.into(),
+                    content,
+                    kind: "experience",
+                    at,
+                };
+                let mut all: Vec<Memory> = turns(conversations, *base)?
+                    .into_iter()
+                    .map(|t| user(ONE_USER, t))
+                    .collect();
+                all.extend(
+                    turns(conversations, *n)?
+                        .into_iter()
+                        .map(|t| user(NEW_USER, t)),
+                );
+                all
+            }
             Layout::Mixed(limit) => {
                 let mut all = mixed(conversations);
                 all.truncate(*limit);

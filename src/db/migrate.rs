@@ -266,6 +266,10 @@ mod tests {
                 "86c66497918e568a54827316e0abf6ebe25e95cbd8231fa63ae83cb081283614",
             ),
             (
+                "0008_memory_statistics",
+                "9b3460b1dd1a5e77445998b08af5a16bab1a9e8c90ce8ac0dc833ff6fd5b0627",
+            ),
+            (
                 "0009_memory_access_companion",
                 "f5a689717818e71a28b778271f70d1c74195d42ec6cf91d98e2dc45b5d58fb44",
             ),

@@ -189,7 +189,9 @@ impl Store {
         .await
     }
 
-    /// Stores many memories in one transaction: all or none.
+    /// Stores many memories in one transaction: all or none. A batch that
+    /// makes most of a scope refreshes the planner's statistics before it
+    /// returns (see [`Store::refresh_statistics_after`]).
     ///
     /// Rows are written in (user, content hash) order, whatever the input
     /// order, so concurrent batches sharing contents lock them in the same
@@ -207,7 +209,7 @@ impl Store {
             (&memories[a].user, &hashes[a]).cmp(&(&memories[b].user, &hashes[b]))
         });
         let (order, embeddings, hashes) = (&order, &embeddings, &hashes);
-        retry_on_conflict(|| async move {
+        let written = retry_on_conflict(|| async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             // Rows are written in lock order (user, hash) so concurrent
@@ -250,9 +252,22 @@ impl Store {
                 .collect();
             let out = insert_many(&tx, scope, rows, model).await?;
             tx.commit().await?;
-            Ok(out)
+            Ok((out, user_ids))
         })
-        .await
+        .await?;
+        let (out, user_ids) = written;
+        let mut created: HashMap<Uuid, i64> = HashMap::new();
+        for (outcome, user) in out.iter().zip(&user_ids) {
+            if outcome.created {
+                *created.entry(*user).or_default() += 1;
+            }
+        }
+        // The batch is written: statistics that could not be refreshed
+        // are only slower plans until autovacuum's next look.
+        if let Err(e) = self.refresh_statistics_after(scope, &created).await {
+            tracing::warn!(error = %e, "refreshing the statistics of memories after a batch failed");
+        }
+        Ok(out)
     }
 }
 

@@ -1,14 +1,19 @@
-//! The SQL of background upkeep, across companions: deleting expired
-//! memories, and reading and filling in the vectors of memories and
-//! messages stored while the embedder was unavailable. The schedules that
-//! run these (and the embedder they call) are `crate::jobs`'.
+//! The SQL of upkeep, across companions: deleting expired memories,
+//! reading and filling in the vectors of memories and messages stored while
+//! the embedder was unavailable, and refreshing the planner's statistics of
+//! `memories` after a write that made most of a scope. The schedules that
+//! run the first two (and the embedder they call) are `crate::jobs`'; the
+//! statistics are refreshed by the write itself ([`Store::insert_batch`]),
+//! before it answers.
+
+use std::collections::HashMap;
 
 use crate::db::statements::Statements;
 use pgvector::Vector;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::{Scope, Store, StoreError};
 
 /// The tables whose rows the embedding backfill fills in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,5 +103,84 @@ impl Store {
             filled += client.run(sql, &params).await? as usize;
         }
         Ok(filled)
+    }
+}
+
+/// A batch that creates at least this many memories for a user, making up
+/// more than half of that user's memories (the scope at least doubled),
+/// refreshes the statistics before it answers. Below it a wrong estimate
+/// costs little: the slow plans it leads to scan the scope once per
+/// candidate, and 200 rows scanned 250 times take a few ms.
+pub(crate) const FRESH_SCOPE_ROWS: i64 = 200;
+
+/// How many of a scope's live memories there are, counted up to `$3`.
+const SCOPE_ROWS_SQL: &str = "SELECT count(*) AS n FROM ( \
+        SELECT 1 FROM memories m \
+        WHERE m.companion_id = $1 AND m.user_id = $2 AND m.archived_at IS NULL LIMIT $3) x";
+
+/// The statistics search plans read: the scope columns (the estimate of a
+/// scope's size), every column a filter or the fusion compares, and the
+/// full-text column (which decides between its GIN index and a scan of the
+/// scope). Content, hashes, metadata and the vectors are left to
+/// autovacuum: no plan reads their statistics, and they are most of the
+/// cost of a full ANALYZE (docs/BENCHMARKS.md, "Plans right after writes").
+const ANALYZE_SQL: &str = "ANALYZE memories (companion_id, user_id, kind, importance, tags, \
+     search_tsv, occurred_at, expires_at, archived_at, created_at, seq)";
+
+/// Merges the full-text index's pending list into the index. New entries
+/// of a GIN index wait in that list (cheap inserts), which every search
+/// scans whole until autovacuum merges it; an explicit ANALYZE does not.
+/// After 675 memories the list held 34 pages and its scan took 0.4-10 ms
+/// per lexeme searched, against 0.07-0.09 ms merged (merging took 43 ms).
+const MERGE_PENDING_SQL: &str = "SELECT gin_clean_pending_list('memories_tsv'::regclass) AS pages";
+
+impl Store {
+    /// Refreshes the planner's statistics of `memories` when a batch that
+    /// created `created[user]` memories in `scope` made more than half of
+    /// one of those scopes, at least [`FRESH_SCOPE_ROWS`] of them.
+    ///
+    /// Right after such a write the statistics still describe the table
+    /// without those rows: on a fresh install none are there yet, and in a
+    /// large table a new scope is a value they have never seen. Either way
+    /// the planner takes the scope for one row and plans search statements
+    /// that scan the whole scope once per candidate (EXPLAIN in
+    /// docs/BENCHMARKS.md). Autovacuum only looks once a minute, and in a
+    /// large table waits for 2% of it to change (migration 0008), while
+    /// the agent searches as soon as the batch returns: so the batch
+    /// refreshes them itself. A refresh that fails (a role without the
+    /// right to ANALYZE gets a warning, not an error) leaves the write as it
+    /// is, committed. The full-text index's pending entries are merged too
+    /// (see [`MERGE_PENDING_SQL`]).
+    pub(crate) async fn refresh_statistics_after(
+        &self,
+        scope: &Scope,
+        created: &HashMap<Uuid, i64>,
+    ) -> Result<bool, StoreError> {
+        let candidates: Vec<(&Uuid, i64)> = created
+            .iter()
+            .map(|(user, n)| (user, *n))
+            .filter(|(_, n)| *n >= FRESH_SCOPE_ROWS)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(false);
+        }
+        let client = self.client().await?;
+        let mut fresh = false;
+        for (user, n) in candidates {
+            let bound = 2 * n;
+            let row = client
+                .one(SCOPE_ROWS_SQL, &[&scope.companion_id, user, &bound])
+                .await?;
+            if row.try_get::<_, i64>("n")? < bound {
+                fresh = true;
+                break;
+            }
+        }
+        if fresh {
+            super::timed("analyze_memories", client.batch_execute(ANALYZE_SQL)).await?;
+            // Apart from the ANALYZE: if this fails, the statistics stay.
+            super::timed("merge_pending_tsv", client.one(MERGE_PENDING_SQL, &[])).await?;
+        }
+        Ok(fresh)
     }
 }
