@@ -609,6 +609,8 @@ pub(super) fn search_sql(dim: usize) -> Statement {
                 terms: None,
             }),
             windows: None,
+            feedback: None,
+            tuning: super::tuning::Tuning::DEFAULT,
         },
     );
     b.finish(format!(

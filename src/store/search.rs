@@ -3,10 +3,11 @@
 //! rank fusion (RRF) in one SQL statement, spread to neighbouring memories,
 //! then weighted by importance and recency.
 //!
-//! score = (RRF + [`NEIGHBOUR`]·RRF_neighbour) × importance factor × recency factor,
-//! where RRF = Σ weight/([`RRF_K`] + rank) over the lists a memory appears in
+//! score = (RRF + neighbour·RRF_neighbour) × importance factor × recency factor,
+//! where RRF = Σ weight/(k + rank) over the lists a memory appears in
 //! (the time list ranks the memories inside the query's time windows by
-//! meaning), RRF_neighbour is the best RRF of the memories stored just
+//! meaning; k, the weights and the neighbour share are a store's
+//! [`Tuning`]), RRF_neighbour is the best RRF of the memories stored just
 //! before or after it when both are experiences of the same user close in
 //! time (the neighbouring turns of a conversation; 0 for other kinds), and
 //! the factors (in [`search_sql`]) are a fraction of a percent: importance
@@ -22,9 +23,11 @@ use uuid::Uuid;
 
 use std::sync::LazyLock;
 
+use super::feedback::{self, FEEDBACK};
 use super::filter::Shape;
 use super::sql::{Builder, Cache, MEMORY_COLUMNS, Param, Slot, Statement};
 use super::terms::DF_CAP;
+use super::tuning::Tuning;
 use super::{ListFilter, Memory, Plan, Scope, Store, StoreError, query_planned};
 use crate::timeframe::TimeWindow;
 
@@ -55,27 +58,8 @@ pub struct Hit {
 /// planner knows it (a `LIMIT $n` is planned as 10% of the table, which
 /// rules out the HNSW index).
 pub(crate) const CANDIDATES: i64 = 100;
-/// The RRF constant k. Cormack et al. use 60; on LoCoMo a small k, which
-/// lets the top ranks of each list count for more, did best (k=60: R@10
-/// 0.585, k=20: 0.618, k=5: 0.652, k=4 with IDF: 0.728; see
-/// docs/BENCHMARKS.md).
-const RRF_K: f64 = 4.0;
-/// Weights of the vector and full-text lists in the fusion. Equal, but for
-/// a hair more on meaning so that a memory first by meaning and second by
-/// words beats one first by words and second by meaning, instead of tying.
-const W_SEMANTIC: f64 = 1.001;
-const W_KEYWORD: f64 = 1.0;
-/// Weight of the list of memories inside the time windows a query names.
-const W_TIME: f64 = 1.0;
 /// Time windows holding more memories than this are not ranked as a list.
 const WINDOW_CAP: i64 = 2000;
-/// Share of an experience's score passed to the experiences stored right
-/// before and after it (close in time, see [`search_sql`]): the turn of a conversation
-/// that answers a question often sits next to the turn that matches its
-/// words. Facts, preferences, instructions and reflections stand alone.
-const NEIGHBOUR: f64 = 0.45;
-/// How many of the best fused candidates spread score to neighbours.
-const NEIGHBOUR_POOL: i64 = 50;
 
 /// A condition that is always true, or a `bool` parameter's value.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +116,10 @@ pub(crate) struct FusionParams {
     /// The starts and ends (`timestamptz[]`) of the time windows the query
     /// names, when the table has `occurred_at`.
     pub windows: Option<(Param, Param)>,
+    /// The ids (`uuid[]`) of the feedback list, best first (see
+    /// [`feedback_sql`]), for memories.
+    pub feedback: Option<Param>,
+    pub tuning: Tuning,
 }
 
 /// At most this many keyword matches are ranked.
@@ -212,7 +200,13 @@ pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> Stri
 
 /// The `candidates` rows of `table` (aliased `m`) under `filter` nearest to
 /// `vector`, as `(id, dist)`: an HNSW index scan in a large scope.
-fn nearest(table: &str, filter: &str, vector: Param, dim: usize, use_vector: Switch) -> String {
+pub(super) fn nearest(
+    table: &str,
+    filter: &str,
+    vector: impl std::fmt::Display,
+    dim: usize,
+    use_vector: Switch,
+) -> String {
     let candidates = CANDIDATES;
     let distance = crate::db::halfvec_distance("m.embedding", &vector.to_string(), dim);
     format!(
@@ -235,7 +229,17 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         semantic,
         keyword,
         windows,
+        feedback,
+        tuning,
     } = p;
+    let Tuning {
+        rrf_k,
+        w_semantic,
+        w_keyword,
+        w_time,
+        feedback: w_feedback,
+        ..
+    } = tuning;
     let candidates = CANDIDATES;
     let sem = match semantic {
         SemanticList::Inline => format!(
@@ -277,21 +281,36 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
                  )"
             ),
             " FULL JOIN tw ON tw.id = coalesce(sem.id, kw.id)",
-            format!(" + coalesce({W_TIME:?} / ({RRF_K:?} + tw.rank), 0)"),
+            format!(" + coalesce({w_time:?} / ({rrf_k:?} + tw.rank), 0)"),
         ),
         None => (String::new(), "", String::new()),
     };
-    let id = if windows.is_some() {
-        "coalesce(sem.id, kw.id, tw.id)"
-    } else {
-        "coalesce(sem.id, kw.id)"
+    let mut ids = vec!["sem.id", "kw.id"];
+    if windows.is_some() {
+        ids.push("tw.id");
+    }
+    // The feedback list: a fourth, when it is on.
+    let (fb_list, fb_join, fb_rrf) = match feedback {
+        Some(fb) if *w_feedback > 0.0 => {
+            let join = format!(" FULL JOIN fb ON fb.id = coalesce({})", ids.join(", "));
+            ids.push("fb.id");
+            (
+                format!(
+                    ", fb AS (SELECT id, rank FROM unnest({fb}::uuid[]) WITH ORDINALITY f(id, rank))"
+                ),
+                join,
+                format!(" + coalesce({w_feedback:?} / ({rrf_k:?} + fb.rank), 0)"),
+            )
+        }
+        _ => (String::new(), String::new(), String::new()),
     };
+    let id = format!("coalesce({})", ids.join(", "));
     format!(
-        "sem AS ({sem}), {kw}{time_list}, fused AS ( \
+        "sem AS ({sem}), {kw}{time_list}{fb_list}, fused AS ( \
             SELECT {id} AS id, \
-                   coalesce({W_SEMANTIC:?} / ({RRF_K:?} + sem.rank), 0) \
-                 + coalesce({W_KEYWORD:?} / ({RRF_K:?} + kw.rank), 0){time_rrf} AS rrf \
-            FROM sem FULL JOIN kw ON sem.id = kw.id{time_join} \
+                   coalesce({w_semantic:?} / ({rrf_k:?} + sem.rank), 0) \
+                 + coalesce({w_keyword:?} / ({rrf_k:?} + kw.rank), 0){time_rrf}{fb_rrf} AS rrf \
+            FROM sem FULL JOIN kw ON sem.id = kw.id{time_join}{fb_join} \
          )"
     )
 }
@@ -345,7 +364,7 @@ pub(super) fn semantic_sql(shape: Shape, dim: usize) -> Statement {
 /// Ages beyond 1,000 half-lives are taken as 1,000: 2^-1000 is already
 /// nothing, and a float8 `power` errors on underflow. Only the final page
 /// is read in full (content, access statistics).
-pub(super) fn search_sql(shape: Shape, dim: usize) -> Statement {
+pub(super) fn search_sql(shape: Shape, dim: usize, tuning: &Tuning) -> Statement {
     let mut b = Builder::default();
     let filter = shape.sql(&mut b);
     let vector = b.param(Slot::Vector);
@@ -354,6 +373,7 @@ pub(super) fn search_sql(shape: Shape, dim: usize) -> Statement {
     let windows = Some((b.param(Slot::WindowStarts), b.param(Slot::WindowEnds)));
     let keyword = KeywordList::Ranked(b.param(Slot::KeywordIds));
     let semantic = SemanticList::Ranked(b.param(Slot::VectorIds));
+    let feedback = (tuning.feedback > 0.0).then(|| b.param(Slot::FeedbackIds));
     let fusion = fusion_ctes(
         "memories",
         &filter,
@@ -364,32 +384,52 @@ pub(super) fn search_sql(shape: Shape, dim: usize) -> Statement {
             semantic,
             keyword,
             windows,
+            feedback,
+            tuning: *tuning,
         },
     );
+    let Tuning {
+        neighbour,
+        neighbour_pool: pool,
+        neighbour_reach: reach,
+        neighbour_falloff: falloff,
+        ..
+    } = *tuning;
+    // The share a neighbour d steps away receives: `neighbour` for the
+    // adjacent ones, times `falloff` for each step beyond.
+    let (step, share) = if reach == 1 {
+        (String::new(), format!("{neighbour:?}::float8"))
+    } else {
+        (
+            ", row_number() OVER (ORDER BY p.seq DESC) AS d".to_string(),
+            format!("{neighbour:?}::float8 * power({falloff:?}::float8, (n.d - 1)::float8)"),
+        )
+    };
+    let step_next = step.replace("DESC", "");
     b.finish(format!(
         "WITH {fusion}, top AS ( \
-            SELECT id, rrf FROM fused ORDER BY rrf DESC, id LIMIT {NEIGHBOUR_POOL} \
+            SELECT id, rrf FROM fused ORDER BY rrf DESC, id LIMIT {pool} \
          ), spread AS ( \
-            SELECT n.id, t.rrf FROM top t JOIN memories c ON c.id = t.id \
+            SELECT n.id, t.rrf * {share} AS near FROM top t JOIN memories c ON c.id = t.id \
             CROSS JOIN LATERAL ( \
-                (SELECT p.id, p.occurred_at, p.kind FROM memories p \
+                (SELECT p.id, p.occurred_at, p.kind{step} FROM memories p \
                  WHERE p.companion_id = c.companion_id AND p.user_id = c.user_id AND p.seq < c.seq \
-                 ORDER BY p.seq DESC LIMIT 1) \
+                 ORDER BY p.seq DESC LIMIT {reach}) \
                 UNION ALL \
-                (SELECT p.id, p.occurred_at, p.kind FROM memories p \
+                (SELECT p.id, p.occurred_at, p.kind{step_next} FROM memories p \
                  WHERE p.companion_id = c.companion_id AND p.user_id = c.user_id AND p.seq > c.seq \
-                 ORDER BY p.seq LIMIT 1) \
+                 ORDER BY p.seq LIMIT {reach}) \
             ) n \
             WHERE c.kind = 'experience' AND n.kind = 'experience' \
               AND n.occurred_at BETWEEN c.occurred_at - interval '6 hours' AND c.occurred_at + interval '6 hours' \
          ), scored AS ( \
             SELECT id, max(own) AS own, max(near) AS near FROM ( \
                 SELECT id, rrf AS own, 0::float8 AS near FROM fused \
-                UNION ALL SELECT id, 0::float8, rrf FROM spread \
+                UNION ALL SELECT id, 0::float8, near FROM spread \
             ) x GROUP BY id \
          ), ranked AS ( \
             SELECT m.id, \
-               (s.own + {NEIGHBOUR:?} * s.near) * (1 + 0.001::float8 * (m.importance - 5)) \
+               (s.own + s.near) * (1 + 0.001::float8 * (m.importance - 5)) \
                    * (1 + 0.003::float8 * power(2::float8, \
                        -least(greatest(date_part('epoch', now() - m.occurred_at), 0) / 2592000, 1000))) AS score \
             FROM scored s JOIN memories m ON m.id = s.id \
@@ -406,7 +446,7 @@ pub(super) fn search_sql(shape: Shape, dim: usize) -> Statement {
 /// embedding dimension).
 static KEYWORD: LazyLock<Cache<Shape>> = LazyLock::new(Cache::default);
 static SEMANTIC: LazyLock<Cache<(Shape, usize)>> = LazyLock::new(Cache::default);
-static FUSION: LazyLock<Cache<(Shape, usize)>> = LazyLock::new(Cache::default);
+static FUSION: LazyLock<Cache<(Shape, usize, [u64; 10])>> = LazyLock::new(Cache::default);
 
 /// What to search for.
 #[derive(Debug, Clone)]
@@ -438,6 +478,29 @@ impl Query {
     pub fn wants_embedding(&self) -> bool {
         self.mode != SearchMode::Keyword
     }
+}
+
+/// The ids a vector statement (`semantic_sql`, `feedback_sql`) returns,
+/// best first, planned per call.
+async fn ranked_ids(
+    tx: &deadpool_postgres::Transaction<'_>,
+    statement: &Statement,
+    values: &super::filter::FilterValues<'_>,
+    vector: &Vector,
+    seeds: &[Uuid],
+) -> Result<Vec<Uuid>, StoreError> {
+    let stmt = tx.prepare_cached(&statement.sql).await?;
+    let seeds = seeds.to_vec();
+    let params = statement.values(|slot| match slot {
+        Slot::Vector => Some(vector),
+        Slot::Seeds => Some(&seeds),
+        filter => values.get(filter),
+    })?;
+    let rows = query_planned(tx, Plan::PerCall, &stmt, &params).await?;
+    Ok(match rows.first() {
+        Some(row) => row.try_get("ids")?,
+        None => Vec::new(),
+    })
 }
 
 /// The half of a search that needs no embedding: whose memories, and the
@@ -516,6 +579,7 @@ impl Store {
         let shape = filter.shape();
         let values = filter.values(scope, user_id);
         let limit = query.limit.min(CANDIDATES);
+        let tuning = self.tuning();
         let mut client = self.client().await?;
         // Two statements, each planned as it needs (`query_planned`), in one
         // read-only transaction (one snapshot for both) that ends with a
@@ -529,22 +593,22 @@ impl Store {
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .start()
                 .await?;
-            let semantic: Vec<Uuid> = if use_vectors {
+            let semantic = if use_vectors {
                 let nearest = SEMANTIC.get((shape, dim), || semantic_sql(shape, dim));
-                let stmt = tx.prepare_cached(&nearest.sql).await?;
-                let params = nearest.values(|slot| match slot {
-                    Slot::Vector => Some(&vector),
-                    filter => values.get(filter),
-                })?;
-                let rows = query_planned(&tx, Plan::PerCall, &stmt, &params).await?;
-                match rows.first() {
-                    Some(row) => row.try_get("ids")?,
-                    None => Vec::new(),
-                }
+                ranked_ids(&tx, &nearest, &values, &vector, &[]).await?
             } else {
                 Vec::new()
             };
-            let fusion = FUSION.get((shape, dim), || search_sql(shape, dim));
+            let feedback = if use_vectors && tuning.feedback > 0.0 && !semantic.is_empty() {
+                let seeds = feedback::seeds(&semantic, &keywords.ids, tuning.feedback_seeds);
+                let second = FEEDBACK.get((shape, dim), || feedback::feedback_sql(shape, dim));
+                ranked_ids(&tx, &second, &values, &vector, &seeds).await?
+            } else {
+                Vec::new()
+            };
+            let fusion = FUSION.get((shape, dim, tuning.key()), || {
+                search_sql(shape, dim, &tuning)
+            });
             let stmt = tx.prepare_cached(&fusion.sql).await?;
             let params = fusion.values(|slot| match slot {
                 Slot::Vector => Some(&vector),
@@ -554,6 +618,7 @@ impl Store {
                 Slot::WindowEnds => Some(&ends),
                 Slot::KeywordIds => Some(&keywords.ids),
                 Slot::VectorIds => Some(&semantic),
+                Slot::FeedbackIds => Some(&feedback),
                 filter => values.get(filter),
             })?;
             query_planned(&tx, Plan::Cached, &stmt, &params).await

@@ -111,6 +111,8 @@ pub(crate) enum Slot {
     WindowEnds,
     KeywordIds,
     VectorIds,
+    FeedbackIds,
+    Seeds,
     // A message search's.
     Context,
     Roles,
