@@ -23,7 +23,7 @@ use super::bench_common::{Client, call, ms, percentile};
 /// Today's defaults lie inside; each axis lists its "off" or current value
 /// first (the feature gains compare against it).
 pub const DEFAULT_GRID: &str =
-    "neighbour_reach=1,2;feedback=0,0.5;rrf_k=4,2.5,6;w_keyword=1,0.8;neighbour=0.45,0.3,0.6";
+    "rrf_k=4,2.5,6;neighbour=0.45,0.3,0.6;neighbour_reach=1,2,3";
 
 pub struct Grid {
     pub axes: Vec<(String, Vec<f64>)>,
@@ -84,8 +84,6 @@ fn set(t: &mut Tuning, name: &str, v: f64) -> anyhow::Result<()> {
         "neighbour_pool" => t.neighbour_pool = v as i64,
         "neighbour_reach" => t.neighbour_reach = v as i64,
         "neighbour_falloff" => t.neighbour_falloff = v,
-        "feedback" => t.feedback = v,
-        "feedback_seeds" => t.feedback_seeds = v as i64,
         other => bail!("unknown grid axis {other}"),
     }
     Ok(())
@@ -196,7 +194,8 @@ fn cross_validate(
 
 fn cell(rows: &[[f64; 4]], idx: &[usize]) -> String {
     let n = idx.len().max(1) as f64;
-    let m = |k: usize| idx.iter().map(|&i| rows[i][k]).sum::<f64>() / n;
+    // (+ 0.0 turns a -0.0 sum of nothing into 0.)
+    let m = |k: usize| idx.iter().map(|&i| rows[i][k]).sum::<f64>() / n + 0.0;
     format!("{:.3} / {:.3}", m(1), m(2))
 }
 

@@ -609,7 +609,6 @@ pub(super) fn search_sql(dim: usize) -> Statement {
                 terms: None,
             }),
             windows: None,
-            feedback: None,
             tuning: super::tuning::Tuning::DEFAULT,
         },
     );

@@ -27,7 +27,6 @@ pub mod bulk;
 pub mod catalog;
 pub mod console;
 pub mod contexts;
-mod feedback;
 mod filter;
 mod insert;
 pub mod keys;

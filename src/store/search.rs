@@ -23,7 +23,6 @@ use uuid::Uuid;
 
 use std::sync::LazyLock;
 
-use super::feedback::{self, FEEDBACK};
 use super::filter::Shape;
 use super::sql::{Builder, Cache, MEMORY_COLUMNS, Param, Slot, Statement};
 use super::terms::DF_CAP;
@@ -116,9 +115,6 @@ pub(crate) struct FusionParams {
     /// The starts and ends (`timestamptz[]`) of the time windows the query
     /// names, when the table has `occurred_at`.
     pub windows: Option<(Param, Param)>,
-    /// The ids (`uuid[]`) of the feedback list, best first (see
-    /// [`feedback_sql`]), for memories.
-    pub feedback: Option<Param>,
     pub tuning: Tuning,
 }
 
@@ -200,13 +196,7 @@ pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> Stri
 
 /// The `candidates` rows of `table` (aliased `m`) under `filter` nearest to
 /// `vector`, as `(id, dist)`: an HNSW index scan in a large scope.
-pub(super) fn nearest(
-    table: &str,
-    filter: &str,
-    vector: impl std::fmt::Display,
-    dim: usize,
-    use_vector: Switch,
-) -> String {
+fn nearest(table: &str, filter: &str, vector: Param, dim: usize, use_vector: Switch) -> String {
     let candidates = CANDIDATES;
     let distance = crate::db::halfvec_distance("m.embedding", &vector.to_string(), dim);
     format!(
@@ -229,7 +219,6 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         semantic,
         keyword,
         windows,
-        feedback,
         tuning,
     } = p;
     let Tuning {
@@ -237,7 +226,6 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         w_semantic,
         w_keyword,
         w_time,
-        feedback: w_feedback,
         ..
     } = tuning;
     let candidates = CANDIDATES;
@@ -285,32 +273,17 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         ),
         None => (String::new(), "", String::new()),
     };
-    let mut ids = vec!["sem.id", "kw.id"];
-    if windows.is_some() {
-        ids.push("tw.id");
-    }
-    // The feedback list: a fourth, when it is on.
-    let (fb_list, fb_join, fb_rrf) = match feedback {
-        Some(fb) if *w_feedback > 0.0 => {
-            let join = format!(" FULL JOIN fb ON fb.id = coalesce({})", ids.join(", "));
-            ids.push("fb.id");
-            (
-                format!(
-                    ", fb AS (SELECT id, rank FROM unnest({fb}::uuid[]) WITH ORDINALITY f(id, rank))"
-                ),
-                join,
-                format!(" + coalesce({w_feedback:?} / ({rrf_k:?} + fb.rank), 0)"),
-            )
-        }
-        _ => (String::new(), String::new(), String::new()),
+    let id = if windows.is_some() {
+        "coalesce(sem.id, kw.id, tw.id)"
+    } else {
+        "coalesce(sem.id, kw.id)"
     };
-    let id = format!("coalesce({})", ids.join(", "));
     format!(
-        "sem AS ({sem}), {kw}{time_list}{fb_list}, fused AS ( \
+        "sem AS ({sem}), {kw}{time_list}, fused AS ( \
             SELECT {id} AS id, \
                    coalesce({w_semantic:?} / ({rrf_k:?} + sem.rank), 0) \
-                 + coalesce({w_keyword:?} / ({rrf_k:?} + kw.rank), 0){time_rrf}{fb_rrf} AS rrf \
-            FROM sem FULL JOIN kw ON sem.id = kw.id{time_join}{fb_join} \
+                 + coalesce({w_keyword:?} / ({rrf_k:?} + kw.rank), 0){time_rrf} AS rrf \
+            FROM sem FULL JOIN kw ON sem.id = kw.id{time_join} \
          )"
     )
 }
@@ -373,7 +346,6 @@ pub(super) fn search_sql(shape: Shape, dim: usize, tuning: &Tuning) -> Statement
     let windows = Some((b.param(Slot::WindowStarts), b.param(Slot::WindowEnds)));
     let keyword = KeywordList::Ranked(b.param(Slot::KeywordIds));
     let semantic = SemanticList::Ranked(b.param(Slot::VectorIds));
-    let feedback = (tuning.feedback > 0.0).then(|| b.param(Slot::FeedbackIds));
     let fusion = fusion_ctes(
         "memories",
         &filter,
@@ -384,7 +356,6 @@ pub(super) fn search_sql(shape: Shape, dim: usize, tuning: &Tuning) -> Statement
             semantic,
             keyword,
             windows,
-            feedback,
             tuning: *tuning,
         },
     );
@@ -446,7 +417,7 @@ pub(super) fn search_sql(shape: Shape, dim: usize, tuning: &Tuning) -> Statement
 /// embedding dimension).
 static KEYWORD: LazyLock<Cache<Shape>> = LazyLock::new(Cache::default);
 static SEMANTIC: LazyLock<Cache<(Shape, usize)>> = LazyLock::new(Cache::default);
-static FUSION: LazyLock<Cache<(Shape, usize, [u64; 10])>> = LazyLock::new(Cache::default);
+static FUSION: LazyLock<Cache<(Shape, usize, [u64; 8])>> = LazyLock::new(Cache::default);
 
 /// What to search for.
 #[derive(Debug, Clone)]
@@ -478,29 +449,6 @@ impl Query {
     pub fn wants_embedding(&self) -> bool {
         self.mode != SearchMode::Keyword
     }
-}
-
-/// The ids a vector statement (`semantic_sql`, `feedback_sql`) returns,
-/// best first, planned per call.
-async fn ranked_ids(
-    tx: &deadpool_postgres::Transaction<'_>,
-    statement: &Statement,
-    values: &super::filter::FilterValues<'_>,
-    vector: &Vector,
-    seeds: &[Uuid],
-) -> Result<Vec<Uuid>, StoreError> {
-    let stmt = tx.prepare_cached(&statement.sql).await?;
-    let seeds = seeds.to_vec();
-    let params = statement.values(|slot| match slot {
-        Slot::Vector => Some(vector),
-        Slot::Seeds => Some(&seeds),
-        filter => values.get(filter),
-    })?;
-    let rows = query_planned(tx, Plan::PerCall, &stmt, &params).await?;
-    Ok(match rows.first() {
-        Some(row) => row.try_get("ids")?,
-        None => Vec::new(),
-    })
 }
 
 /// The half of a search that needs no embedding: whose memories, and the
@@ -593,16 +541,18 @@ impl Store {
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .start()
                 .await?;
-            let semantic = if use_vectors {
+            let semantic: Vec<Uuid> = if use_vectors {
                 let nearest = SEMANTIC.get((shape, dim), || semantic_sql(shape, dim));
-                ranked_ids(&tx, &nearest, &values, &vector, &[]).await?
-            } else {
-                Vec::new()
-            };
-            let feedback = if use_vectors && tuning.feedback > 0.0 && !semantic.is_empty() {
-                let seeds = feedback::seeds(&semantic, &keywords.ids, tuning.feedback_seeds);
-                let second = FEEDBACK.get((shape, dim), || feedback::feedback_sql(shape, dim));
-                ranked_ids(&tx, &second, &values, &vector, &seeds).await?
+                let stmt = tx.prepare_cached(&nearest.sql).await?;
+                let params = nearest.values(|slot| match slot {
+                    Slot::Vector => Some(&vector),
+                    filter => values.get(filter),
+                })?;
+                let rows = query_planned(&tx, Plan::PerCall, &stmt, &params).await?;
+                match rows.first() {
+                    Some(row) => row.try_get("ids")?,
+                    None => Vec::new(),
+                }
             } else {
                 Vec::new()
             };
@@ -618,7 +568,6 @@ impl Store {
                 Slot::WindowEnds => Some(&ends),
                 Slot::KeywordIds => Some(&keywords.ids),
                 Slot::VectorIds => Some(&semantic),
-                Slot::FeedbackIds => Some(&feedback),
                 filter => values.get(filter),
             })?;
             query_planned(&tx, Plan::Cached, &stmt, &params).await

@@ -111,8 +111,6 @@ pub(crate) enum Slot {
     WindowEnds,
     KeywordIds,
     VectorIds,
-    FeedbackIds,
-    Seeds,
     // A message search's.
     Context,
     Roles,
