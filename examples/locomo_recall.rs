@@ -60,7 +60,10 @@ async fn main() -> anyhow::Result<()> {
             "--cv" => grid = grid.or(Some(cv::DEFAULT_GRID.to_string())),
             "--grid" => grid = Some(args.next().context("--grid needs a spec")?),
             "--concurrency" => {
-                concurrency = args.next().context("--concurrency needs a number")?.parse()?
+                concurrency = args
+                    .next()
+                    .context("--concurrency needs a number")?
+                    .parse()?
             }
             other => path = other.to_string(),
         }
@@ -127,8 +130,15 @@ async fn main() -> anyhow::Result<()> {
         let grid = cv::parse_grid(&spec)?;
         // Adversarial questions (category 5) are not scored: not asked.
         questions.retain(|q| (1..=4).contains(&q.category));
-        let runs = cv::run_grid(&client, &app.store, &grid, &questions, &id_to_turns, concurrency)
-            .await?;
+        let runs = cv::run_grid(
+            &client,
+            &app.store,
+            &grid,
+            &questions,
+            &id_to_turns,
+            concurrency,
+        )
+        .await?;
         client.cancel().await.ok();
         cv::report(&grid, &runs, &questions);
         return Ok(());

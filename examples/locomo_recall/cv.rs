@@ -22,8 +22,7 @@ use super::bench_common::{Client, call, ms, percentile};
 
 /// Today's defaults lie inside; each axis lists its "off" or current value
 /// first (the feature gains compare against it).
-pub const DEFAULT_GRID: &str =
-    "rrf_k=4,2.5,6;neighbour=0.45,0.3,0.6;neighbour_reach=1,2,3";
+pub const DEFAULT_GRID: &str = "rrf_k=4,2.5,6;neighbour=0.45,0.3,0.6;neighbour_reach=1,2,3";
 
 pub struct Grid {
     pub axes: Vec<(String, Vec<f64>)>,
@@ -48,7 +47,9 @@ impl Grid {
 pub fn parse_grid(spec: &str) -> anyhow::Result<Grid> {
     let mut axes = Vec::new();
     for part in spec.split(';').filter(|p| !p.trim().is_empty()) {
-        let (name, values) = part.split_once('=').context("grid axis needs name=values")?;
+        let (name, values) = part
+            .split_once('=')
+            .context("grid axis needs name=values")?;
         let values = values
             .split(',')
             .map(|v| v.trim().parse::<f64>())
@@ -227,10 +228,22 @@ pub fn report(grid: &Grid, runs: &[Run], questions: &[Question]) {
     let all: Vec<usize> = (0..n).collect();
     let (chosen, held_out) = cross_validate(runs, &all_points, &folds, n);
 
-    println!("\nLeave-one-conversation-out, {} grid points, {n} questions (categories 1-4)", runs.len());
-    println!("grid: {}", grid.axes.iter().map(|(a, v)| format!("{a}={v:?}")).collect::<Vec<_>>().join("; "));
+    println!(
+        "\nLeave-one-conversation-out, {} grid points, {n} questions (categories 1-4)",
+        runs.len()
+    );
+    println!(
+        "grid: {}",
+        grid.axes
+            .iter()
+            .map(|(a, v)| format!("{a}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     println!("\nR@5 / R@10 of the held-out conversation:\n");
-    println!("| held out | n | chosen on the other four | overall | 1 multi-hop | 2 temporal | 3 open-domain | 4 single-hop |");
+    println!(
+        "| held out | n | chosen on the other four | overall | 1 multi-hop | 2 temporal | 3 open-domain | 4 single-hop |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let mut fold_means = (0.0, 0.0);
     for ((user, test), c) in folds.iter().zip(&chosen) {
@@ -276,7 +289,9 @@ pub fn report(grid: &Grid, runs: &[Run], questions: &[Question]) {
 
     // Each axis: choosing over the whole grid against over the points that
     // hold it at its first value.
-    println!("\n| axis | values | CV R@5 / R@10 holding it at the first | CV gain of varying it | p50 at first / other values |");
+    println!(
+        "\n| axis | values | CV R@5 / R@10 holding it at the first | CV gain of varying it | p50 at first / other values |"
+    );
     println!("|---|---|---|---|---|");
     let (cv5, cv10) = pooled(&held_out);
     for (a, (name, values)) in grid.axes.iter().enumerate() {

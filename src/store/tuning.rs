@@ -45,11 +45,12 @@ impl Tuning {
         // next to the turn that matches its words.
         neighbour: 0.45,
         neighbour_pool: 50,
-        // Two turns each side, the second at half the share: leave-one-
-        // conversation-out R@5 0.653 -> 0.660, R@10 0.746 -> 0.751 (the
-        // grid's reach 3 scored the same; docs/BENCHMARKS.md).
+        // Two turns each side, both at the full share: leave-one-
+        // conversation-out (mean of folds) R@5 0.653 -> 0.667, R@10
+        // 0.746 -> 0.767; a falloff of 0.5 gave R@10 0.752, reach 3 0.764
+        // in-sample (docs/BENCHMARKS.md, "Cross-validated recall").
         neighbour_reach: 2,
-        neighbour_falloff: 0.5,
+        neighbour_falloff: 1.0,
     };
 
     /// What decides the fusion statement's text (it inlines the values:
