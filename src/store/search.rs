@@ -7,9 +7,9 @@
 //! where RRF = Σ weight/(k + rank) over the lists a memory appears in
 //! (the time list ranks the memories inside the query's time windows by
 //! meaning; k, the weights and the neighbour share are a store's
-//! [`Tuning`]), RRF_neighbour is the best RRF of the memories stored just
-//! before or after it when both are experiences of the same user close in
-//! time (the neighbouring turns of a conversation; 0 for other kinds), and
+//! [`Tuning`]), RRF_neighbour is the best RRF of the memories stored up to
+//! two before or after it when both are experiences of the same user close
+//! in time (the neighbouring turns of a conversation; 0 for other kinds), and
 //! the factors (in [`search_sql`]) are a fraction of a percent: importance
 //! scales linearly around 5, recency decays with a half-life of a month on
 //! `occurred_at`. Neighbouring RRF ranks in the top 40 differ by at least
