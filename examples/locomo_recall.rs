@@ -9,7 +9,12 @@
 //!
 //! ```text
 //! cargo run --release --example locomo_recall [-- PATH/TO/locomo-dev.json] [--mode hybrid|semantic|keyword] [--db NAME]
+//! cargo run --example locomo_recall -- --db NAME --cv [--grid 'rrf_k=3,4,6;neighbour=0.35,0.45'] [--concurrency 2]
 //! ```
+//!
+//! `--cv` runs a parameter grid (see `cv.rs`: every combination of the
+//! listed values of [`mnemo::store::tuning::Tuning`], set on the server's
+//! store between runs) and cross-validates it leave-one-conversation-out.
 //!
 //! Uses DATABASE_URL if set, else an embedded cluster in /tmp/mnemo-bench-$UID
 //! with a fresh database per run; `--db NAME` reuses (or creates) a named
@@ -28,14 +33,16 @@ use serde_json::json;
 
 #[path = "common/mod.rs"]
 mod bench_common;
+#[path = "locomo_recall/cv.rs"]
+mod cv;
 
 const KS: [usize; 4] = [1, 5, 10, 25];
 
-struct Question {
-    user: String,
-    text: String,
-    category: u64,
-    evidence: Vec<String>,
+pub struct Question {
+    pub user: String,
+    pub text: String,
+    pub category: u64,
+    pub evidence: Vec<String>,
 }
 
 #[tokio::main]
@@ -43,17 +50,27 @@ async fn main() -> anyhow::Result<()> {
     let mut path = bench_common::locomo::DEFAULT_PATH.to_string();
     let mut mode = "hybrid".to_string();
     let mut db_name = None;
+    let mut grid: Option<String> = None;
+    let mut concurrency = 2usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mode" => mode = args.next().context("--mode needs a value")?,
             "--db" => db_name = Some(args.next().context("--db needs a name")?),
+            "--cv" => grid = grid.or(Some(cv::DEFAULT_GRID.to_string())),
+            "--grid" => grid = Some(args.next().context("--grid needs a spec")?),
+            "--concurrency" => {
+                concurrency = args
+                    .next()
+                    .context("--concurrency needs a number")?
+                    .parse()?
+            }
             other => path = other.to_string(),
         }
     }
     let conversations = bench_common::locomo::load(&path)?;
 
-    let (client, ingested) = start_server(db_name.as_deref()).await?;
+    let (client, app, ingested) = start_server(db_name.as_deref()).await?;
 
     // Ingest (each memory's metadata names its dialog turn).
     let mut id_to_turns: HashMap<String, Vec<String>> = HashMap::new();
@@ -109,6 +126,24 @@ async fn main() -> anyhow::Result<()> {
     }
     let ingest = ingest_started.elapsed();
 
+    if let Some(spec) = grid {
+        let grid = cv::parse_grid(&spec)?;
+        // Adversarial questions (category 5) are not scored: not asked.
+        questions.retain(|q| (1..=4).contains(&q.category));
+        let runs = cv::run_grid(
+            &client,
+            &app.store,
+            &grid,
+            &questions,
+            &id_to_turns,
+            concurrency,
+        )
+        .await?;
+        client.cancel().await.ok();
+        cv::report(&grid, &runs, &questions);
+        return Ok(());
+    }
+
     // Ask.
     let mut per_cat: BTreeMap<u64, Vec<[f64; 4]>> = BTreeMap::new();
     let mut latencies = Vec::with_capacity(questions.len());
@@ -121,38 +156,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         latencies.push(started.elapsed());
-        let ranked: Vec<Vec<String>> = found["results"]
-            .as_array()
-            .context("results")?
-            .iter()
-            .map(|r| {
-                let id = r["id"].as_str().unwrap_or_default();
-                // Identical turns are stored once: a memory may stand for several.
-                let mut turns = id_to_turns.get(id).cloned().unwrap_or_default();
-                if let Some(dia) = r["metadata"]["dia_id"].as_str()
-                    && !turns.iter().any(|t| t == dia)
-                {
-                    turns.push(dia.to_string());
-                }
-                turns
-            })
-            .collect();
-        let mut recall = [0.0; 4];
-        for (i, k) in KS.iter().enumerate() {
-            let top: HashSet<&str> = ranked
-                .iter()
-                .take(*k)
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            let hit = q
-                .evidence
-                .iter()
-                .filter(|e| top.contains(e.as_str()))
-                .count();
-            recall[i] = hit as f64 / q.evidence.len() as f64;
-        }
-        per_cat.entry(q.category).or_default().push(recall);
+        per_cat
+            .entry(q.category)
+            .or_default()
+            .push(recall(&found, q, &id_to_turns)?);
     }
     client.cancel().await.ok();
 
@@ -202,6 +209,46 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Recall@[`KS`] of one question's search results `found`.
+pub fn recall(
+    found: &serde_json::Value,
+    q: &Question,
+    id_to_turns: &HashMap<String, Vec<String>>,
+) -> anyhow::Result<[f64; 4]> {
+    let ranked: Vec<Vec<String>> = found["results"]
+        .as_array()
+        .context("results")?
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap_or_default();
+            // Identical turns are stored once: a memory may stand for several.
+            let mut turns = id_to_turns.get(id).cloned().unwrap_or_default();
+            if let Some(dia) = r["metadata"]["dia_id"].as_str()
+                && !turns.iter().any(|t| t == dia)
+            {
+                turns.push(dia.to_string());
+            }
+            turns
+        })
+        .collect();
+    let mut recall = [0.0; 4];
+    for (i, k) in KS.iter().enumerate() {
+        let top: HashSet<&str> = ranked
+            .iter()
+            .take(*k)
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let hit = q
+            .evidence
+            .iter()
+            .filter(|e| top.contains(e.as_str()))
+            .count();
+        recall[i] = hit as f64 / q.evidence.len() as f64;
+    }
+    Ok(recall)
+}
+
 fn print_row(name: &str, rows: &[[f64; 4]]) {
     let n = rows.len().max(1) as f64;
     let mean = |i: usize| rows.iter().map(|r| r[i]).sum::<f64>() / n;
@@ -239,7 +286,13 @@ fn clean_evidence(raw: &[String], known: &HashSet<String>) -> (Vec<String>, bool
 /// mnemo's server on a fresh database (or on DATABASE_URL, which should
 /// then be an empty database, or on the named `db`), connected to an
 /// in-process client. Also says whether the turns are already stored.
-async fn start_server(db: Option<&str>) -> anyhow::Result<(RunningService<RoleClient, ()>, bool)> {
+async fn start_server(
+    db: Option<&str>,
+) -> anyhow::Result<(
+    RunningService<RoleClient, ()>,
+    std::sync::Arc<mnemo::app::App>,
+    bool,
+)> {
     let mut config = mnemo::config::Config::from_env()?;
     if config.database_url.is_none() {
         let cluster = bench_common::bench_cluster(&config, "mnemo-bench")?;
@@ -262,7 +315,7 @@ async fn start_server(db: Option<&str>) -> anyhow::Result<(RunningService<RoleCl
     let app = mnemo::app::start(&config, tokio_util::sync::CancellationToken::new()).await?;
     let ingested = app.store.stats(&app.scope, None).await?.total > 0;
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
-    let server = mnemo::tools::MnemoServer::new(app);
+    let server = mnemo::tools::MnemoServer::new(app.clone());
     tokio::spawn(async move {
         match server.serve(server_io).await {
             Ok(running) => {
@@ -271,5 +324,5 @@ async fn start_server(db: Option<&str>) -> anyhow::Result<(RunningService<RoleCl
             Err(e) => eprintln!("server failed: {e}"),
         }
     });
-    Ok((().serve(client_io).await?, ingested))
+    Ok((().serve(client_io).await?, app, ingested))
 }

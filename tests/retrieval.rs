@@ -173,3 +173,60 @@ async fn a_small_scope_beside_a_large_one_finds_all_its_memories() {
     }
     client.cancel().await.ok();
 }
+
+/// A conversation's turns stored in order: a keyword search matching one
+/// turn also brings the turns up to two before and after it (LoCoMo's
+/// answer often sits a turn or two from the one sharing the question's
+/// words), below the match, but not turns further away nor those of
+/// another session.
+#[tokio::test]
+async fn a_matching_turn_brings_the_turns_up_to_two_away_in_its_session() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
+    let turns = [
+        "we went hiking on Saturday",
+        "the trail was muddy after the rain",
+        "I found a fossil near the creek",
+        "that sounds amazing",
+        "we took photos of it",
+        "then we drove home",
+        "dinner was late",
+    ];
+    let at = |day: &str| format!("2024-05-{day}T10:00:00Z");
+    let mut memories: Vec<_> = turns
+        .iter()
+        .map(|t| json!({"content": t, "user_id": "sam", "kind": "experience", "occurred_at": at("01")}))
+        .collect();
+    // The next session, weeks later.
+    memories.push(json!({"content": "we painted the fence", "user_id": "sam", "kind": "experience", "occurred_at": at("29")}));
+    ok(&client, "store_memories", json!({"memories": memories})).await;
+    let found = ok(
+        &client,
+        "search_memories",
+        json!({"query": "fossil", "user_id": "sam", "mode": "keyword", "limit": 10}),
+    )
+    .await;
+    let contents: Vec<String> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["content"].as_str().unwrap().to_string())
+        .collect();
+    let contents: Vec<&'static str> = contents
+        .iter()
+        .map(|c| *turns.iter().find(|t| *t == c).expect("a stored turn"))
+        .collect();
+    assert_eq!(
+        contents.len(),
+        5,
+        "the match and two turns each side: {found}"
+    );
+    assert_eq!(contents[0], turns[2], "{found}");
+    let set = |s: &[&'static str]| s.iter().copied().collect::<std::collections::HashSet<_>>();
+    assert_eq!(
+        set(&contents[1..]),
+        set(&[turns[0], turns[1], turns[3], turns[4]]),
+        "{found}"
+    );
+    client.cancel().await.ok();
+}

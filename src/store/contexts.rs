@@ -605,6 +605,7 @@ pub(super) fn search_sql(dim: usize) -> Statement {
                 terms: None,
             }),
             windows: None,
+            tuning: super::tuning::Tuning::DEFAULT,
         },
     );
     b.finish(format!(

@@ -38,6 +38,7 @@ pub mod sessions;
 #[cfg(test)]
 mod sql_tests;
 mod terms;
+pub mod tuning;
 pub mod upkeep;
 pub mod users;
 
@@ -270,6 +271,7 @@ pub struct Store {
     dim: usize,
     access: std::sync::Arc<access::AccessLog>,
     terms: std::sync::Arc<terms::TermCache>,
+    tuning: std::sync::Arc<std::sync::RwLock<tuning::Tuning>>,
 }
 
 impl Store {
@@ -280,7 +282,29 @@ impl Store {
             dim,
             access: Default::default(),
             terms: Default::default(),
+            tuning: Default::default(),
         }
+    }
+
+    /// How memory searches rank: [`tuning::Tuning::DEFAULT`] unless an
+    /// experiment changed it.
+    pub fn tuning(&self) -> tuning::Tuning {
+        // A plain value stays usable even if a writer panicked.
+        *self.tuning.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes how this store's memory searches rank (the LoCoMo
+    /// benchmark's parameter grid); values that are not
+    /// [`tuning::Tuning::is_valid`] are refused.
+    #[doc(hidden)]
+    pub fn set_tuning(&self, tuning: tuning::Tuning) -> Result<(), StoreError> {
+        if !tuning.is_valid() {
+            return Err(StoreError::Constraint(format!(
+                "search tuning out of range: {tuning:?}"
+            )));
+        }
+        *self.tuning.write().unwrap_or_else(|e| e.into_inner()) = tuning;
+        Ok(())
     }
 
     pub fn embedding_dim(&self) -> usize {

@@ -3,12 +3,13 @@
 //! rank fusion (RRF) in one SQL statement, spread to neighbouring memories,
 //! then weighted by importance and recency.
 //!
-//! score = (RRF + [`NEIGHBOUR`]·RRF_neighbour) × importance factor × recency factor,
-//! where RRF = Σ weight/([`RRF_K`] + rank) over the lists a memory appears in
+//! score = (RRF + neighbour·RRF_neighbour) × importance factor × recency factor,
+//! where RRF = Σ weight/(k + rank) over the lists a memory appears in
 //! (the time list ranks the memories inside the query's time windows by
-//! meaning), RRF_neighbour is the best RRF of the memories stored just
-//! before or after it when both are experiences of the same user close in
-//! time (the neighbouring turns of a conversation; 0 for other kinds), and
+//! meaning; k, the weights and the neighbour share are a store's
+//! [`Tuning`]), RRF_neighbour is the best RRF of the memories stored up to
+//! two before or after it when both are experiences of the same user close
+//! in time (the neighbouring turns of a conversation; 0 for other kinds), and
 //! the factors (in [`search_sql`]) are a fraction of a percent: importance
 //! scales linearly around 5, recency decays with a half-life of a month on
 //! `occurred_at`. Neighbouring RRF ranks in the top 40 differ by at least
@@ -26,6 +27,7 @@ use std::sync::LazyLock;
 use super::filter::Shape;
 use super::sql::{Builder, Cache, MEMORY_COLUMNS, Param, Slot, Statement};
 use super::terms::DF_CAP;
+use super::tuning::Tuning;
 use super::{ListFilter, Memory, Plan, Scope, Store, StoreError, query_planned};
 use crate::timeframe::TimeWindow;
 
@@ -56,27 +58,8 @@ pub struct Hit {
 /// planner knows it (a `LIMIT $n` is planned as 10% of the table, which
 /// rules out the HNSW index).
 pub(crate) const CANDIDATES: i64 = 100;
-/// The RRF constant k. Cormack et al. use 60; on LoCoMo a small k, which
-/// lets the top ranks of each list count for more, did best (k=60: R@10
-/// 0.585, k=20: 0.618, k=5: 0.652, k=4 with IDF: 0.728; see
-/// docs/BENCHMARKS.md).
-const RRF_K: f64 = 4.0;
-/// Weights of the vector and full-text lists in the fusion. Equal, but for
-/// a hair more on meaning so that a memory first by meaning and second by
-/// words beats one first by words and second by meaning, instead of tying.
-const W_SEMANTIC: f64 = 1.001;
-const W_KEYWORD: f64 = 1.0;
-/// Weight of the list of memories inside the time windows a query names.
-const W_TIME: f64 = 1.0;
 /// Time windows holding more memories than this are not ranked as a list.
 const WINDOW_CAP: i64 = 2000;
-/// Share of an experience's score passed to the experiences stored right
-/// before and after it (close in time, see [`search_sql`]): the turn of a conversation
-/// that answers a question often sits next to the turn that matches its
-/// words. Facts, preferences, instructions and reflections stand alone.
-const NEIGHBOUR: f64 = 0.45;
-/// How many of the best fused candidates spread score to neighbours.
-const NEIGHBOUR_POOL: i64 = 50;
 
 /// A condition that is always true, or a `bool` parameter's value.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +116,7 @@ pub(crate) struct FusionParams {
     /// The starts and ends (`timestamptz[]`) of the time windows the query
     /// names, when the table has `occurred_at`.
     pub windows: Option<(Param, Param)>,
+    pub tuning: Tuning,
 }
 
 /// At most this many keyword matches are ranked.
@@ -236,7 +220,15 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
         semantic,
         keyword,
         windows,
+        tuning,
     } = p;
+    let Tuning {
+        rrf_k,
+        w_semantic,
+        w_keyword,
+        w_time,
+        ..
+    } = tuning;
     let candidates = CANDIDATES;
     let sem = match semantic {
         SemanticList::Inline => format!(
@@ -278,7 +270,7 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
                  )"
             ),
             " FULL JOIN tw ON tw.id = coalesce(sem.id, kw.id)",
-            format!(" + coalesce({W_TIME:?} / ({RRF_K:?} + tw.rank), 0)"),
+            format!(" + coalesce({w_time:?} / ({rrf_k:?} + tw.rank), 0)"),
         ),
         None => (String::new(), "", String::new()),
     };
@@ -290,8 +282,8 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
     format!(
         "sem AS ({sem}), {kw}{time_list}, fused AS ( \
             SELECT {id} AS id, \
-                   coalesce({W_SEMANTIC:?} / ({RRF_K:?} + sem.rank), 0) \
-                 + coalesce({W_KEYWORD:?} / ({RRF_K:?} + kw.rank), 0){time_rrf} AS rrf \
+                   coalesce({w_semantic:?} / ({rrf_k:?} + sem.rank), 0) \
+                 + coalesce({w_keyword:?} / ({rrf_k:?} + kw.rank), 0){time_rrf} AS rrf \
             FROM sem FULL JOIN kw ON sem.id = kw.id{time_join} \
          )"
     )
@@ -346,7 +338,7 @@ pub(super) fn semantic_sql(shape: Shape, dim: usize) -> Statement {
 /// Ages beyond 1,000 half-lives are taken as 1,000: 2^-1000 is already
 /// nothing, and a float8 `power` errors on underflow. Only the final page
 /// is read in full (content, access statistics).
-pub(super) fn search_sql(shape: Shape, dim: usize) -> Statement {
+pub(super) fn search_sql(shape: Shape, dim: usize, tuning: &Tuning) -> Statement {
     let mut b = Builder::default();
     let filter = shape.sql(&mut b);
     let vector = b.param(Slot::Vector);
@@ -365,32 +357,51 @@ pub(super) fn search_sql(shape: Shape, dim: usize) -> Statement {
             semantic,
             keyword,
             windows,
+            tuning: *tuning,
         },
     );
+    let Tuning {
+        neighbour,
+        neighbour_pool: pool,
+        neighbour_reach: reach,
+        neighbour_falloff: falloff,
+        ..
+    } = *tuning;
+    // The share a neighbour d steps away receives: `neighbour` for the
+    // adjacent ones, times `falloff` for each step beyond.
+    let (step, share) = if reach == 1 {
+        (String::new(), format!("{neighbour:?}::float8"))
+    } else {
+        (
+            ", row_number() OVER (ORDER BY p.seq DESC) AS d".to_string(),
+            format!("{neighbour:?}::float8 * power({falloff:?}::float8, (n.d - 1)::float8)"),
+        )
+    };
+    let step_next = step.replace("DESC", "");
     b.finish(format!(
         "WITH {fusion}, top AS ( \
-            SELECT id, rrf FROM fused ORDER BY rrf DESC, id LIMIT {NEIGHBOUR_POOL} \
+            SELECT id, rrf FROM fused ORDER BY rrf DESC, id LIMIT {pool} \
          ), spread AS ( \
-            SELECT n.id, t.rrf FROM top t JOIN memories c ON c.id = t.id \
+            SELECT n.id, t.rrf * {share} AS near FROM top t JOIN memories c ON c.id = t.id \
             CROSS JOIN LATERAL ( \
-                (SELECT p.id, p.occurred_at, p.kind FROM memories p \
+                (SELECT p.id, p.occurred_at, p.kind{step} FROM memories p \
                  WHERE p.companion_id = c.companion_id AND p.user_id = c.user_id AND p.seq < c.seq \
-                 ORDER BY p.seq DESC LIMIT 1) \
+                 ORDER BY p.seq DESC LIMIT {reach}) \
                 UNION ALL \
-                (SELECT p.id, p.occurred_at, p.kind FROM memories p \
+                (SELECT p.id, p.occurred_at, p.kind{step_next} FROM memories p \
                  WHERE p.companion_id = c.companion_id AND p.user_id = c.user_id AND p.seq > c.seq \
-                 ORDER BY p.seq LIMIT 1) \
+                 ORDER BY p.seq LIMIT {reach}) \
             ) n \
             WHERE c.kind = 'experience' AND n.kind = 'experience' \
               AND n.occurred_at BETWEEN c.occurred_at - interval '6 hours' AND c.occurred_at + interval '6 hours' \
          ), scored AS ( \
             SELECT id, max(own) AS own, max(near) AS near FROM ( \
                 SELECT id, rrf AS own, 0::float8 AS near FROM fused \
-                UNION ALL SELECT id, 0::float8, rrf FROM spread \
+                UNION ALL SELECT id, 0::float8, near FROM spread \
             ) x GROUP BY id \
          ), ranked AS ( \
             SELECT m.id, \
-               (s.own + {NEIGHBOUR:?} * s.near) * (1 + 0.001::float8 * (m.importance - 5)) \
+               (s.own + s.near) * (1 + 0.001::float8 * (m.importance - 5)) \
                    * (1 + 0.003::float8 * power(2::float8, \
                        -least(greatest(date_part('epoch', now() - m.occurred_at), 0) / 2592000, 1000))) AS score \
             FROM scored s JOIN memories m ON m.id = s.id \
@@ -407,7 +418,7 @@ pub(super) fn search_sql(shape: Shape, dim: usize) -> Statement {
 /// embedding dimension).
 static KEYWORD: LazyLock<Cache<Shape>> = LazyLock::new(Cache::default);
 static SEMANTIC: LazyLock<Cache<(Shape, usize)>> = LazyLock::new(Cache::default);
-static FUSION: LazyLock<Cache<(Shape, usize)>> = LazyLock::new(Cache::default);
+static FUSION: LazyLock<Cache<(Shape, usize, [u64; 8])>> = LazyLock::new(Cache::default);
 
 /// What to search for.
 #[derive(Debug, Clone)]
@@ -516,6 +527,7 @@ impl Store {
         let shape = filter.shape();
         let values = filter.values(scope, user_id);
         let limit = query.limit.min(CANDIDATES);
+        let tuning = self.tuning();
         let mut client = self.client().await?;
         // Two statements, each planned as it needs (`query_planned`), in one
         // read-only transaction (one snapshot for both) that ends with a
@@ -543,7 +555,9 @@ impl Store {
             } else {
                 Vec::new()
             };
-            let fusion = FUSION.get((shape, dim), || search_sql(shape, dim));
+            let fusion = FUSION.get((shape, dim, tuning.key()), || {
+                search_sql(shape, dim, &tuning)
+            });
             let params = fusion.values(|slot| match slot {
                 Slot::Vector => Some(&vector),
                 Slot::UseVector => Some(&use_vectors),

@@ -77,11 +77,19 @@ fn vector_list_statement() {
 fn fusion_statement() {
     insta::assert_snapshot!(
         "fusion",
-        show(&super::search::search_sql(no_filter().shape(), DIM))
+        show(&super::search::search_sql(
+            no_filter().shape(),
+            DIM,
+            &super::tuning::Tuning::DEFAULT,
+        ))
     );
     insta::assert_snapshot!(
         "fusion_filtered",
-        show(&super::search::search_sql(every_filter().shape(), DIM))
+        show(&super::search::search_sql(
+            every_filter().shape(),
+            DIM,
+            &super::tuning::Tuning::DEFAULT,
+        ))
     );
 }
 
