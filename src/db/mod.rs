@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod migrate;
+pub mod replicas;
 mod tls;
 
 use std::time::{Duration, Instant};
