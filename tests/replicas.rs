@@ -55,7 +55,7 @@ fn as_postgres_user(cmd: &mut std::process::Command) -> &mut std::process::Comma
         // std drops the supplementary groups too when root changes uid.
         cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
-    cmd.env("PGPASSFILE", "/dev/null")
+    cmd.env("PGPASSFILE", "/nonexistent/pgpass")
 }
 
 fn chown_to_postgres_user(path: &Path) {
