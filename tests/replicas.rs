@@ -546,6 +546,12 @@ async fn a_streaming_standby_serves_reads_and_its_death_fails_no_call() {
         worker.await.expect("a load worker panicked");
     }
     let failures = tally.failures.lock().unwrap().clone();
+    eprintln!(
+        "load: {} calls, {} after the standby's kill, {} failed",
+        tally.calls.load(Ordering::Relaxed),
+        tally.after_kill.load(Ordering::Relaxed),
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} calls failed: {failures:#?}",
