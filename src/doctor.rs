@@ -31,6 +31,18 @@ pub async fn run(config: &Config) -> (String, bool) {
             config.data_dir.join("pg").display()
         ),
     };
+    let replicas = config
+        .read_database_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let role = format!(
+                "{} (read-only calls; skipped when down or over {} ms behind)",
+                db::redact(url),
+                config.read_max_lag.as_millis()
+            );
+            (format!("read replica {}", i + 1), role)
+        });
     for (k, v) in [
         ("database", database),
         ("data dir", config.data_dir.display().to_string()),
@@ -40,7 +52,11 @@ pub async fn run(config: &Config) -> (String, bool) {
         ("default user", config.default_user.clone()),
         ("embedder", config.embedder.describe()),
         ("pool size", config.pool_size.to_string()),
-    ] {
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into_iter()
+    .chain(replicas)
+    {
         let _ = writeln!(out, "  {k:<18} {v}");
     }
     let _ = writeln!(out, "\nchecks:");
@@ -48,6 +64,7 @@ pub async fn run(config: &Config) -> (String, bool) {
     let embedder = LazyEmbedder::from_config(&config.embedder);
     let dim = embedder.as_ref().map(|e| e.dim()).ok();
     checks.extend(check_database(config, dim).await);
+    checks.extend(check_replicas(config).await);
     checks.push(match embedder {
         Ok(e) => check_embedder(config, &e).await,
         Err(e) => Check {
@@ -228,6 +245,50 @@ async fn check_database(config: &Config, dim: Option<usize>) -> Vec<Check> {
             detail: "not migrated yet: `mnemo migrate` or the first `mnemo serve` does it".into(),
         },
     });
+    checks
+}
+
+/// Each read replica answers and is a standby (a primary there would serve
+/// data that may have left the primary's).
+async fn check_replicas(config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (i, url) in config.read_database_urls.iter().enumerate() {
+        let answer = match url.parse::<tokio_postgres::Config>() {
+            Ok(pg) => match db::pool(config, pg) {
+                Ok(pool) => match pool.get().await {
+                    Ok(client) => client
+                        .query_one(
+                            "SELECT pg_is_in_recovery(), current_setting('server_version')",
+                            &[],
+                        )
+                        .await
+                        .map(|row| (row.get::<_, bool>(0), row.get::<_, String>(1)))
+                        .map_err(|e| db::DbError::from(e).to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(format!("not a valid PostgreSQL URL: {e}")),
+        };
+        let (ok, detail) = match answer {
+            Ok((true, version)) => (true, format!("a standby, PostgreSQL {version}")),
+            Ok((false, _)) => (
+                false,
+                "not a standby (pg_is_in_recovery() is false): point READ_DATABASE_URL at a \
+                 streaming replica of DATABASE_URL"
+                    .to_string(),
+            ),
+            Err(e) => (
+                false,
+                format!("cannot connect: {e}. Reads go to the primary meanwhile"),
+            ),
+        };
+        checks.push(Check {
+            name: "read replica",
+            ok,
+            detail: format!("{}: {detail}", i + 1),
+        });
+    }
     checks
 }
 

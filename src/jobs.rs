@@ -1,7 +1,8 @@
 //! Every background schedule of a running server, on one [`TaskTracker`]:
 //! writing counted reads (access statistics, each second), purging expired
 //! memories, embedding memories and messages stored without a vector,
-//! purging expired MCP sessions, and noticing the first API key.
+//! purging expired MCP sessions, noticing the first API key, and probing
+//! how far behind the read replicas are.
 //!
 //! The store gives the SQL; the schedules, the embedder calls and the
 //! logging are here. None runs on a request's path. Each loop finishes the
@@ -17,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::db::replicas::Replicas;
 use crate::embed::Embedder;
 use crate::store::Store;
 use crate::store::upkeep::Embeddable;
@@ -44,6 +46,8 @@ pub struct Jobs {
     /// Set once any API key exists; never cleared while running.
     pub keys_required: Arc<AtomicBool>,
     pub purge_every: Duration,
+    /// Probed for their lag (when there are any).
+    pub replicas: Arc<Replicas>,
 }
 
 impl Jobs {
@@ -56,7 +60,11 @@ impl Jobs {
             backfill,
             keys_required,
             purge_every,
+            replicas,
         } = self;
+        if !replicas.is_empty() {
+            tracker.spawn(probe_replicas(store.clone(), replicas, stop.clone()));
+        }
         tracker.spawn(flush_access(store.clone(), stop.clone()));
         tracker.spawn(purge_memories(store.clone(), purge_every, stop.clone()));
         tracker.spawn(purge_sessions(store.clone(), stop.clone()));
@@ -133,6 +141,17 @@ async fn watch_keys(store: Store, keys_required: Arc<AtomicBool>, stop: Cancella
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "checking for API keys failed; will retry"),
         }
+    }
+}
+
+/// Probes the read replicas' lag against the primary (see `db::replicas`)
+/// several times per lag bound.
+async fn probe_replicas(store: Store, replicas: Arc<Replicas>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(replicas.probe_every());
+    // A late probe only makes replicas look staler: skip missed ticks.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while tick(&mut interval, &stop).await {
+        replicas.probe(store.db()).await;
     }
 }
 

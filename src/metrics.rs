@@ -70,3 +70,41 @@ pub async fn sample(store: &Store, embedder: &LazyEmbedder) {
         0.0
     });
 }
+
+pub const REPLICA_READS: &str = "mnemo_replica_reads_total";
+pub const REPLICA_SKIPPED: &str = "mnemo_replica_skipped_total";
+pub const REPLICA_FALLBACKS: &str = "mnemo_replica_fallbacks_total";
+pub const REPLICA_UP: &str = "mnemo_replica_serving";
+pub const REPLICA_LAG: &str = "mnemo_replica_lag_seconds";
+
+/// A read sent to read replica `replica` (see `db::replicas`).
+pub fn replica_read(replica: &str) {
+    metrics::counter!(REPLICA_READS, "replica" => replica.to_string()).increment(1);
+}
+
+/// A read that passed replica `replica` by, and why (`down`, `lagging`,
+/// `starting`, `not_standby`, `own_write`).
+pub fn replica_skipped(replica: &str, reason: &'static str) {
+    metrics::counter!(REPLICA_SKIPPED, "replica" => replica.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// A read that failed on replica `replica` (`error`) or found nothing there
+/// (`not_found`), run again on the primary.
+pub fn replica_fallback(replica: &str, reason: &'static str) {
+    metrics::counter!(REPLICA_FALLBACKS, "replica" => replica.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// Whether replica `replica` serves reads, and how far behind it was last
+/// seen (a bound, to one probe interval).
+pub fn replica_state(replica: &str, serving: bool, lag: Option<Duration>) {
+    metrics::gauge!(REPLICA_UP, "replica" => replica.to_string()).set(if serving {
+        1.0
+    } else {
+        0.0
+    });
+    if let Some(lag) = lag {
+        metrics::gauge!(REPLICA_LAG, "replica" => replica.to_string()).set(lag.as_secs_f64());
+    }
+}

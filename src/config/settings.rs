@@ -220,6 +220,17 @@ settings! {
 
     /// Log format on stderr.
     log_format: LogFormat [env = "MNEMO_LOG_FORMAT", value_enum] = value_name(defaults::LOG_FORMAT);
+
+    /// Read replicas: streaming standbys of the primary (DATABASE_URL) that serve read-only
+    /// tool calls (search, get, list, related, stats, resources, contexts); several separated
+    /// by `;` or given as repeated flags. A replica that is down or lags is skipped.
+    read_database_url: Vec<String> [env = "READ_DATABASE_URL", value_name = "URL",
+        value_delimiter = ';', hide_env_values = true];
+
+    /// A read replica further behind the primary than this, in ms, is skipped until it
+    /// catches up (its lag is probed four times per this bound, at most once a second).
+    read_max_lag_ms: u64 [env = "MNEMO_READ_MAX_LAG_MS", value_name = "MS"]
+        = defaults::READ_MAX_LAG_MS;
 }
 
 impl Settings {

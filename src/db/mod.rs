@@ -7,6 +7,7 @@
 pub mod embedded;
 pub mod migrate;
 pub mod pooler;
+pub mod replicas;
 pub mod statements;
 mod tls;
 

@@ -307,6 +307,13 @@ impl Store {
         Ok(())
     }
 
+    /// This store over another pool (a read replica's): the counted reads
+    /// and term statistics stay shared, so accesses read there are written
+    /// by the primary's flush.
+    pub fn with_db(&self, db: Db) -> Self {
+        Store { db, ..self.clone() }
+    }
+
     pub fn embedding_dim(&self) -> usize {
         self.dim
     }

@@ -473,7 +473,10 @@ impl MnemoServer {
             limit,
             newest: false,
         };
-        let (context, messages) = app.store.get_context(&self.scope(&ext), id, window).await?;
+        let scope = self.scope(&ext);
+        let (context, messages) = app
+            .read(&scope, |s| s.get_context(&scope, id, window))
+            .await?;
         let next_since_version = messages
             .last()
             .map(|m| m.version)
@@ -529,9 +532,11 @@ impl MnemoServer {
             .transpose()?;
         let app = self.app();
         let user = validate::user(a.user_id, &app.default_user)?;
+        let scope = self.scope(&ext);
         let mut contexts = app
-            .store
-            .list_contexts(&self.scope(&ext), &user, parent, cursor, limit + 1)
+            .read(&scope, |s| {
+                s.list_contexts(&scope, &user, parent, cursor, limit + 1)
+            })
             .await?;
         let more = contexts.len() as i64 > limit;
         contexts.truncate(limit as usize);
@@ -594,9 +599,11 @@ impl MnemoServer {
             SearchMode::Keyword => None,
             _ => Some(app.embed_query(&query).await?),
         };
+        let scope = self.scope(&ext);
         let hits = app
-            .store
-            .search_messages(&self.scope(&ext), &filter, &query, embedding, mode, limit)
+            .read(&scope, |s| {
+                s.search_messages(&scope, &filter, &query, embedding.clone(), mode, limit)
+            })
             .await?;
         Ok(Out(SearchMessagesResult {
             results: hits

@@ -110,7 +110,8 @@ impl MnemoServer {
     ) -> ToolResult<MemoryResult> {
         let id = validate::id("id", &args.get("get_memory")?.id)?;
         let app = self.app();
-        let memory = app.store.get(&self.scope(&ext), id).await?;
+        let scope = self.scope(&ext);
+        let memory = app.read(&scope, |s| s.get(&scope, id)).await?;
         Ok(Out(MemoryResult { memory }))
     }
 

@@ -66,6 +66,29 @@ impl From<SearchError> for ToolError {
     }
 }
 
+/// The tools that only read. A call of any other tool counts as a write of
+/// its companion, whose reads then stay on the primary until a read replica
+/// holds it (`App::wrote`); `get_memory` only counts an access in memory.
+const READ_ONLY_TOOLS: &[&str] = &[
+    "search_memories",
+    "list_memories",
+    "get_memory",
+    "related_memories",
+    "memory_stats",
+    "get_context",
+    "list_contexts",
+    "search_messages",
+];
+
+/// Notes a write of its companion when dropped.
+struct WriteMark<'a>(&'a App, Scope);
+
+impl Drop for WriteMark<'_> {
+    fn drop(&mut self) {
+        self.0.wrote(&self.1);
+    }
+}
+
 /// One MCP session's handler: cheap to clone, all state in [`App`].
 #[derive(Clone)]
 pub struct MnemoServer {
@@ -143,6 +166,10 @@ impl ServerHandler for MnemoServer {
             request_id = %header("x-request-id"),
         );
         let peer = context.peer.clone();
+        // Dropped when the call returns, or midway if it is cancelled (it
+        // may have committed by then).
+        let _write = (!READ_ONLY_TOOLS.contains(&name.as_str()))
+            .then(|| WriteMark(&self.app, self.scope(&context.extensions)));
         let call = self
             .tool_router
             .call(ToolCallContext::new(self, request, context));

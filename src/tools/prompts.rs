@@ -158,7 +158,9 @@ impl MnemoServer {
             limit: SUMMARY_MESSAGES,
             newest: false,
         };
-        let (context, messages) = app.store.get_context(&scope, id, window).await?;
+        let (context, messages) = app
+            .read(&scope, |s| s.get_context(&scope, id, window))
+            .await?;
         let mut text = format!(
             "Summarise the conversation \"{}\" with {} below (versions {} to {}). Keep the decisions, \
              facts learned about {}, open questions and commitments; drop small talk. Then store each \

@@ -155,15 +155,12 @@ impl MnemoServer {
         };
         let limit = validate::limit(a.limit, 50)?;
         let app = self.app();
+        let scope = self.scope(&ext);
+        let relations = a.relations.filter(|r| !r.is_empty());
         let reached = app
-            .store
-            .related(
-                &self.scope(&ext),
-                id,
-                depth,
-                a.relations.filter(|r| !r.is_empty()),
-                limit,
-            )
+            .read(&scope, |s| {
+                s.related(&scope, id, depth, relations.clone(), limit)
+            })
             .await?;
         Ok(Out(RelatedResult {
             results: reached

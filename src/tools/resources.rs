@@ -165,8 +165,7 @@ impl MnemoServer {
         let after = cursor.as_deref().map(decode_cursor).transpose()?;
         let app = self.app();
         let mut listed = app
-            .store
-            .list_listed(&scope, after, PAGE + 1)
+            .read(&scope, |s| s.list_listed(&scope, after.clone(), PAGE + 1))
             .await
             .map_err(|e| ToolError::from(e).into_resource_error("resources/list"))?;
         let more = listed.len() as i64 > PAGE;
@@ -233,8 +232,7 @@ impl MnemoServer {
             Target::Memory(id) => {
                 let id = validate::id("id", &id).map_err(|e| not_found(uri, e))?;
                 let memory = app
-                    .store
-                    .get(&scope, id)
+                    .read(&scope, |s| s.get(&scope, id))
                     .await
                     .map_err(|e| ToolError::from(e).into_resource_error(uri))?;
                 json(uri, &memory)
@@ -247,8 +245,7 @@ impl MnemoServer {
                     newest: true,
                 };
                 let (context, messages) = app
-                    .store
-                    .get_context(&scope, id, window)
+                    .read(&scope, |s| s.get_context(&scope, id, window))
                     .await
                     .map_err(|e| ToolError::from(e).into_resource_error(uri))?;
                 let truncated = (messages.len() as i64) < context.message_count;
@@ -265,8 +262,7 @@ impl MnemoServer {
                 let user =
                     validate::user(Some(user), &app.default_user).map_err(|e| not_found(uri, e))?;
                 let memories = app
-                    .store
-                    .profile(&scope, &user)
+                    .read(&scope, |s| s.profile(&scope, &user))
                     .await
                     .map_err(|e| ToolError::from(e).into_resource_error(uri))?;
                 let mut text = format!("# What to always know about {user}\n");

@@ -253,9 +253,9 @@ impl MnemoServer {
             .transpose()?;
         let filter = self.filter(args.filter)?;
         let app = self.app();
+        let scope = self.scope(&ext);
         let mut memories = app
-            .store
-            .list(&self.scope(&ext), &filter, cursor, limit + 1)
+            .read(&scope, |s| s.list(&scope, &filter, cursor, limit + 1))
             .await?;
         let more = memories.len() as i64 > limit;
         memories.truncate(limit as usize);

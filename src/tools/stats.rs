@@ -56,9 +56,9 @@ impl MnemoServer {
             None => None,
         };
         let app = self.app();
+        let scope = self.scope(&ext);
         Ok(Out(app
-            .store
-            .stats(&self.scope(&ext), user.as_deref())
+            .read(&scope, |s| s.stats(&scope, user.as_deref()))
             .await?))
     }
 }

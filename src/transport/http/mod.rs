@@ -277,14 +277,20 @@ async fn check_host(
 }
 
 /// Ready when the database answers and the embedding model is loaded
-/// (migrations were applied before the server started listening).
+/// (migrations were applied before the server started listening). Read
+/// replicas are detail: their reads go to the primary when they cannot
+/// serve, so their condition never makes the server unready.
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     let database = match ops.app.store.db().client().await {
         Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
         Err(_) => false,
     };
     let model = ops.app.embedder.is_loaded();
-    let body = serde_json::json!({ "database": database, "migrations": true, "model": model });
+    let mut body = serde_json::json!({ "database": database, "migrations": true, "model": model });
+    let replicas = ops.app.replica_status();
+    if !replicas.is_empty() {
+        body["replicas"] = serde_json::json!(replicas);
+    }
     let status = if database && model {
         StatusCode::OK
     } else {
