@@ -102,7 +102,10 @@ async fn sixteen_sessions_through_pgbouncer_lose_no_call() {
     while Instant::now() < deadline {
         let n: i64 = sql
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                // Client backends only: autovacuum workers also name the
+                // database they work in.
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
                 &[&db.name],
             )
             .await
