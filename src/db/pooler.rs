@@ -229,11 +229,6 @@ async fn learn_result_types(client: &Client) -> Result<(), Error> {
     Ok(())
 }
 
-/// What [`warm`] and the probes learned, for `doctor` and tests.
-pub fn learned_statements() -> usize {
-    PARAM_TYPES.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
