@@ -9,6 +9,11 @@ bash scripts/setup.sh >/dev/null
 bash scripts/setup-test-packages.sh
 # Examples are built (so they cannot rot) but hold no tests to run.
 cargo build --locked --all-targets
+# Each test makes a database of its own in the shared test cluster; start
+# from an empty cluster so runs do not pile up gigabytes of them.
+cluster="/tmp/mnemo-test-$(id -u)"
+target/debug/mnemo db stop --data-dir "$cluster" >/dev/null 2>&1 || true
+rm -rf "$cluster"
 log=$(mktemp)
 set +e
 cargo test --locked --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log"
@@ -29,7 +34,9 @@ if [ -f "$bouncer/pgbouncer.pid" ]; then
   kill "$(cat "$bouncer/pgbouncer.pid")" 2>/dev/null || true
   rm -f "$bouncer/port"
 fi
-target/debug/mnemo db stop --data-dir "/tmp/mnemo-test-$(id -u)" >/dev/null 2>&1 || true
+target/debug/mnemo db stop --data-dir "$cluster" >/dev/null 2>&1 || true
+# Keep a failed run's cluster for inspection; a passing one frees its disk.
+[ "$status" != 0 ] || rm -rf "$cluster"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
 exit "$status"
