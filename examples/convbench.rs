@@ -336,10 +336,13 @@ async fn run_layout(
             search_all(&[("HTTP", &http), ("stdio", &stdio)], layout, &warm).await?;
         }
         let mark = log.mark();
+        let before = server.histograms().await?;
         let timings = search_all(&[("HTTP", &http), ("stdio", &stdio)], layout, questions).await?;
+        let after = server.histograms().await?;
         let logged = log.slow_since(mark)?;
         let slow = slow(&logged);
         timings.print(moment);
+        bench_common::print_server_means(moment.label(), &before, &after);
         print_slow(&format!("search, {}", moment.label()), &slow, 5);
         statements.push(print_statements(
             &format!("search, {}", moment.label()),

@@ -207,3 +207,53 @@ async fn a_large_scopes_vector_search_uses_the_hnsw_index() {
     assert!(plan.contains("memories_embedding_hnsw"), "{plan}");
     assert!(plan.contains("Index Scan"), "{plan}");
 }
+
+/// Embeddings stay in the row: out of line, every distance computed outside
+/// the HNSW index (an exact scan of a small scope, the time list) fetched
+/// its vector through the TOAST index, 2.6x slower (migration 0010).
+#[tokio::test]
+async fn embeddings_of_ordinary_memories_stay_in_the_row() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
+    // A conversation turn with its date: with its 1.5 KB vector and its
+    // tsvector, just over PostgreSQL's default 2 KB TOAST threshold.
+    let turn = "[8 May 2023] Caroline: I went to a support group yesterday and it was so \
+                powerful, hearing everyone's stories about coming out and finding acceptance \
+                made me feel less alone, and I am thinking about volunteering there soon. ";
+    let memories: Vec<Value> = (0..20)
+        .map(|i| json!({"content": format!("{turn}({i})"), "kind": "experience", "user_id": "caroline"}))
+        .collect();
+    ok(
+        &client,
+        "store_memories",
+        json!({"memories": memories}),
+    )
+    .await;
+    let sql = db.sql().await;
+    for table in ["memories", "messages"] {
+        let storage: i8 = sql
+            .query_one(
+                "SELECT attstorage FROM pg_attribute \
+                 WHERE attrelid = $1::text::regclass AND attname = 'embedding'",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(storage as u8, b'm', "{table}.embedding storage");
+    }
+    let row = sql
+        .query_one(
+            "SELECT count(*) FILTER (WHERE embedding IS NOT NULL), \
+                    min(pg_column_size(m.*)), \
+                    (SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'memories') \
+             FROM memories m",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (embedded, smallest, toast): (i64, i32, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(embedded, 20);
+    assert!(smallest > 2032, "rows of {smallest} bytes test nothing");
+    assert_eq!(toast, 0, "vectors went out of line");
+}

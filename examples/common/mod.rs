@@ -135,6 +135,30 @@ impl Server {
         )
     }
 
+    /// Every histogram's (sum, count) from the server's `/metrics`, keyed by
+    /// name and labels: what [`print_server_means`] diffs.
+    pub async fn histograms(&self) -> anyhow::Result<Histograms> {
+        let url = self.url.replace("/mcp", "/metrics");
+        let text = reqwest::get(&url).await?.error_for_status()?.text().await?;
+        let mut out = Histograms::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            let labels = labels.trim_end_matches('}');
+            if let Some(base) = name.strip_suffix("_seconds_sum") {
+                out.entry(format!("{base}{{{labels}}}")).or_default().0 = value;
+            } else if let Some(base) = name.strip_suffix("_seconds_count") {
+                out.entry(format!("{base}{{{labels}}}")).or_default().1 = value;
+            }
+        }
+        Ok(out)
+    }
+
     /// (current RSS, peak RSS) in kB.
     pub fn rss(&self) -> (u64, u64) {
         rss_of(self.pid)
@@ -146,6 +170,26 @@ impl Server {
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Histogram (sum of seconds, count) by series.
+pub type Histograms = std::collections::BTreeMap<String, (f64, f64)>;
+
+/// Prints the mean duration of every timed series that counted calls
+/// between `before` and `after`: where the server spends a request.
+pub fn print_server_means(stretch: &str, before: &Histograms, after: &Histograms) {
+    println!("  inside the HTTP server, {stretch} (mean per call):");
+    for (series, (sum, count)) in after {
+        let (sum0, count0) = before.get(series).copied().unwrap_or_default();
+        let calls = count - count0;
+        if calls >= 1.0 {
+            let name = series.trim_start_matches("mnemo_");
+            println!(
+                "    {name:<60} {calls:>6.0} calls  {:>7.2} ms",
+                (sum - sum0) * 1000.0 / calls
+            );
+        }
     }
 }
 

@@ -188,6 +188,26 @@ async fn fix_dimension(client: &mut Client, dim: usize) -> Result<usize, DbError
         .map_err(|e| migration_error("embedding dimension", &e))?;
         typed.push(*table);
     }
+    for table in EMBEDDING_TABLES {
+        // pgvector's types default to EXTERNAL storage: out of line as soon
+        // as a row passes the TOAST threshold (migration 0010 says why that
+        // is slow). MAIN keeps them in the row; setting it is catalog-only.
+        let storage: i8 = tx
+            .query_one(
+                "SELECT attstorage FROM pg_attribute \
+                 WHERE attrelid = $1::text::regclass AND attname = 'embedding'",
+                &[table],
+            )
+            .await?
+            .get(0);
+        if storage != b'm' as i8 {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE MAIN"
+            ))
+            .await
+            .map_err(|e| migration_error("embedding storage", &e))?;
+        }
+    }
     if stored.is_none() {
         tx.execute(
             "INSERT INTO mnemo_settings (key, value) VALUES ('embedding_dim', to_jsonb($1::int))",
