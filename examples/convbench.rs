@@ -294,7 +294,9 @@ async fn run_layout(
     m.single_rate = store_singles(&http, memories, opts.singles).await?;
     let bare = bare_embed(embedder, written, opts.batch, opts.embed_sample).await?;
     let mark = log.mark();
+    let before = server.histograms().await?;
     let ingest = store(&http, written, opts.batch).await?;
+    let after = server.histograms().await?;
     // The same texts in the same calls: the first batches of the ingest.
     let (texts, took) = ingest
         .batches
@@ -314,6 +316,7 @@ async fn run_layout(
         ingest.existing,
         bare.rate
     );
+    bench_common::print_server_means("ingest", &before, &after);
     let logged = log.slow_since(mark)?;
     print_slow("ingest", &slow(&logged), 3);
     print_statements("ingest", &logged);

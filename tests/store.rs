@@ -257,3 +257,39 @@ async fn embeddings_of_ordinary_memories_stay_in_the_row() {
     assert!(smallest > 2032, "rows of {smallest} bytes test nothing");
     assert_eq!(toast, 0, "vectors went out of line");
 }
+
+/// `store_memories` embeds its texts longest first (less padding per
+/// pass); every vector must still land on its own memory.
+#[tokio::test]
+async fn a_batch_stores_each_text_with_its_own_vector() {
+    let db = fresh_db().await;
+    let client = stdio_client(mnemo(&db, "default", Embed::Hash)).await;
+    // Lengths out of order, and more texts than one embedding chunk.
+    let contents: Vec<String> = (0..75)
+        .map(|i| format!("memory {i} {}", "word ".repeat((i * 37) % 23)))
+        .collect();
+    let memories: Vec<Value> = contents
+        .iter()
+        .map(|c| json!({"content": c, "user_id": "ana"}))
+        .collect();
+    ok(&client, "store_memories", json!({"memories": memories})).await;
+    let hash = mnemo::embed::hash::HashEmbedder::new(384);
+    let rows = db
+        .sql()
+        .await
+        .query("SELECT content, embedding FROM memories", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), contents.len());
+    for row in rows {
+        let content: String = row.get(0);
+        let stored: pgvector::Vector = row.get(1);
+        let expected = hash.embed_one(&content);
+        let close = stored
+            .as_slice()
+            .iter()
+            .zip(&expected)
+            .all(|(a, b)| (a - b).abs() < 1e-6);
+        assert!(close, "the vector stored with {content:?} is another text's");
+    }
+}
