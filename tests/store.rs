@@ -223,12 +223,7 @@ async fn embeddings_of_ordinary_memories_stay_in_the_row() {
     let memories: Vec<Value> = (0..20)
         .map(|i| json!({"content": format!("{turn}({i})"), "kind": "experience", "user_id": "caroline"}))
         .collect();
-    ok(
-        &client,
-        "store_memories",
-        json!({"memories": memories}),
-    )
-    .await;
+    ok(&client, "store_memories", json!({"memories": memories})).await;
     let sql = db.sql().await;
     for table in ["memories", "messages"] {
         let storage: i8 = sql
@@ -290,6 +285,9 @@ async fn a_batch_stores_each_text_with_its_own_vector() {
             .iter()
             .zip(&expected)
             .all(|(a, b)| (a - b).abs() < 1e-6);
-        assert!(close, "the vector stored with {content:?} is another text's");
+        assert!(
+            close,
+            "the vector stored with {content:?} is another text's"
+        );
     }
 }
