@@ -291,7 +291,13 @@ async fn run_layout(
     prepare(opts, db, &http, base, written).await?;
 
     let mut m = Measured::new(layout);
+    let before = server.histograms().await?;
     m.single_rate = store_singles(&http, memories, opts.singles).await?;
+    if m.single_rate.is_some() {
+        let after = server.histograms().await?;
+        bench_common::print_server_means("store_memory one at a time", &before, &after);
+    }
+    print_floor(&[("HTTP", &http), ("stdio", &stdio)], embedder, questions).await?;
     let bare = bare_embed(embedder, written, opts.batch, opts.embed_sample).await?;
     let mark = log.mark();
     let before = server.histograms().await?;
@@ -546,6 +552,43 @@ impl Timings {
             );
         }
     }
+}
+
+/// What bounds a search from below, measured beside it: the bare
+/// embedder's time for one question (in this process, one call each), and
+/// an MCP round trip that touches neither model nor database (`tools/list`)
+/// on each transport.
+async fn print_floor(
+    clients: &[(&'static str, &Client)],
+    embedder: &dyn mnemo::embed::Embedder,
+    questions: &[String],
+) -> anyhow::Result<()> {
+    let mut embeds = Vec::new();
+    for q in questions {
+        let started = Instant::now();
+        embedder.embed(vec![format!("{q} (floor)")]).await?;
+        embeds.push(started.elapsed());
+    }
+    embeds.sort();
+    print!(
+        "floor: bare embedder, one question per call, p50 {:.1} ms",
+        ms(percentile(&embeds, 50.0))
+    );
+    for (transport, client) in clients {
+        let mut trips = Vec::new();
+        for _ in 0..questions.len().min(100) {
+            let started = Instant::now();
+            client.list_tools(None).await?;
+            trips.push(started.elapsed());
+        }
+        trips.sort();
+        print!(
+            "; {transport} round trip (tools/list) p50 {:.2} ms",
+            ms(percentile(&trips, 50.0))
+        );
+    }
+    println!();
+    Ok(())
 }
 
 /// Every question, hybrid and semantic, on each client in turn.

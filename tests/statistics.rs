@@ -47,6 +47,20 @@ async fn estimated_scope(db: &TestDb, user: &str) -> f64 {
     plan[0]["Plan"]["Plan Rows"].as_f64().unwrap()
 }
 
+/// Pages merged by cleaning the pending list of the GIN index `index`:
+/// what a search would have scanned whole.
+async fn pending_pages(db: &TestDb, index: &str) -> i64 {
+    db.sql()
+        .await
+        .query_one(
+            "SELECT gin_clean_pending_list($1::text::regclass)",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// How many times memories was analyzed explicitly (autovacuum's own
 /// analyses are counted apart).
 async fn explicit_analyses(db: &TestDb) -> i64 {
@@ -75,17 +89,7 @@ async fn a_first_batch_on_a_fresh_database_is_planned_with_its_rows() {
     );
     // And the full-text index holds them itself, not in the pending list
     // every search would scan whole: merging it now finds nothing to do.
-    let pending: i64 = db
-        .sql()
-        .await
-        .query_one(
-            "SELECT gin_clean_pending_list('memories_tsv'::regclass)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(pending, 0, "pages of the pending list left unmerged");
+    assert_eq!(pending_pages(&db, "memories_tsv").await, 0);
     client.cancel().await.ok();
 }
 
@@ -123,5 +127,16 @@ async fn a_small_batch_leaves_the_statistics_to_autovacuum() {
     store_batch(&client, "ana", 300, 150).await;
     store_batch(&client, "bea", 0, 50).await;
     assert_eq!(explicit_analyses(&db).await, after_first);
+    // Nor do their index entries wait for autovacuum in a pending list
+    // (migration 0011): searched right away, they are in the index.
+    ok(
+        &client,
+        "store_memory",
+        json!({"content": "Bea tagged this", "user_id": "bea", "tags": ["garden"]}),
+    )
+    .await;
+    for index in ["memories_tsv", "memories_tags"] {
+        assert_eq!(pending_pages(&db, index).await, 0, "{index}");
+    }
     client.cancel().await.ok();
 }

@@ -127,13 +127,6 @@ const SCOPE_ROWS_SQL: &str = "SELECT count(*) AS n FROM ( \
 const ANALYZE_SQL: &str = "ANALYZE memories (companion_id, user_id, kind, importance, tags, \
      search_tsv, occurred_at, expires_at, archived_at, created_at, seq)";
 
-/// Merges the full-text index's pending list into the index. New entries
-/// of a GIN index wait in that list (cheap inserts), which every search
-/// scans whole until autovacuum merges it; an explicit ANALYZE does not.
-/// After 675 memories the list held 34 pages and its scan took 0.4-10 ms
-/// per lexeme searched, against 0.07-0.09 ms merged (merging took 43 ms).
-const MERGE_PENDING_SQL: &str = "SELECT gin_clean_pending_list('memories_tsv'::regclass) AS pages";
-
 impl Store {
     /// Refreshes the planner's statistics of `memories` when a batch that
     /// created `created[user]` memories in `scope` made more than half of
@@ -149,8 +142,8 @@ impl Store {
     /// the agent searches as soon as the batch returns: so the batch
     /// refreshes them itself. A refresh that fails (a role without the
     /// right to ANALYZE gets a warning, not an error) leaves the write as it
-    /// is, committed. The full-text index's pending entries are merged too
-    /// (see [`MERGE_PENDING_SQL`]).
+    /// is, committed. (The full-text index has no pending entries to merge:
+    /// migration 0011.)
     pub(crate) async fn refresh_statistics_after(
         &self,
         scope: &Scope,
@@ -178,8 +171,6 @@ impl Store {
         }
         if fresh {
             super::timed("analyze_memories", client.batch_execute(ANALYZE_SQL)).await?;
-            // Apart from the ANALYZE: if this fails, the statistics stay.
-            super::timed("merge_pending_tsv", client.one(MERGE_PENDING_SQL, &[])).await?;
         }
         Ok(fresh)
     }
