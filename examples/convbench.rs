@@ -572,7 +572,7 @@ async fn print_floor(
     embeds.sort();
     print!(
         "floor: bare embedder, one question per call, p50 {:.1} ms",
-        ms(percentile(&embeds, 50.0))
+        ms(percentile(&embeds, 0.5))
     );
     for (transport, client) in clients {
         let mut trips = Vec::new();
@@ -584,7 +584,7 @@ async fn print_floor(
         trips.sort();
         print!(
             "; {transport} round trip (tools/list) p50 {:.2} ms",
-            ms(percentile(&trips, 50.0))
+            ms(percentile(&trips, 0.5))
         );
     }
     println!();
