@@ -107,8 +107,9 @@ fn embed_in_passes<M: Model>(model: &M, texts: &[String]) -> Result<Vec<Vec<f32>
 }
 
 /// Padded tokens one pass may hold. Attention's scratch memory grows with
-/// rows x width², and the runtime's arena keeps its largest: 32 texts of
-/// 256 tokens took the server's resident memory past 400 MB.
+/// rows x width², and ONNX Runtime's arena keeps its largest: with passes
+/// of 32 texts, batch ingest took the server to 435 MB resident; with this
+/// cap (and sorted chunks) 367 MB (docs/BENCHMARKS.md).
 const PASS_TOKENS: usize = 2048;
 
 /// A pass's inputs: token ids padded with `pad_id` to the longest sequence,

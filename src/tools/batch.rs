@@ -32,9 +32,9 @@ impl MnemoServer {
         let n = texts.len();
         let token = context.meta.get_progress_token();
         // Chunks of texts of similar length: a pass pads every text to its
-        // longest, so chunks cut in arrival order paid for padding (a batch
-        // of conversation turns embedded at 0.54x the rate of the same texts
-        // sorted, docs/BENCHMARKS.md).
+        // longest, so chunks cut in arrival order paid for padding
+        // (conversation turns were stored at 0.46-0.54x the bare embedder's
+        // rate on the same batches, 0.86-0.96x sorted; docs/BENCHMARKS.md).
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
         let mut out: Vec<Option<Vec<f32>>> = vec![None; n];
