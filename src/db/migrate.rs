@@ -150,14 +150,14 @@ async fn fix_dimension(client: &mut Client, dim: usize) -> Result<usize, DbError
     let mut typed = Vec::new();
     for table in EMBEDDING_TABLES {
         // atttypmod is the vector's dimension, or -1 while untyped.
-        let typmod: i32 = tx
+        let column = tx
             .query_one(
-                "SELECT atttypmod FROM pg_attribute \
+                "SELECT atttypmod, attstorage FROM pg_attribute \
                  WHERE attrelid = $1::text::regclass AND attname = 'embedding'",
                 &[table],
             )
-            .await?
-            .get(0);
+            .await?;
+        let (typmod, storage): (i32, i8) = (column.get(0), column.get(1));
         if typmod >= 0 {
             // Typed by an earlier version, whose index held full vectors.
             let index: Option<String> = tx
@@ -176,31 +176,22 @@ async fn fix_dimension(client: &mut Client, dim: usize) -> Result<usize, DbError
                 .await
                 .map_err(|e| migration_error("half-precision HNSW index", &e))?;
             }
-            continue;
+        } else {
+            // `dim` is a checked integer (config::check_dim) and `table` a
+            // constant above, not user text.
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({dim}); {}",
+                hnsw_index(table, dim)
+            ))
+            .await
+            .map_err(|e| migration_error("embedding dimension", &e))?;
+            typed.push(*table);
         }
-        // `dim` is a checked integer (config::check_dim) and `table` a
-        // constant above, not user text.
-        tx.batch_execute(&format!(
-            "ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({dim}); {}",
-            hnsw_index(table, dim)
-        ))
-        .await
-        .map_err(|e| migration_error("embedding dimension", &e))?;
-        typed.push(*table);
-    }
-    for table in EMBEDDING_TABLES {
         // pgvector's types default to EXTERNAL storage: out of line as soon
         // as a row passes the TOAST threshold (migration 0010 says why that
-        // is slow). MAIN keeps them in the row; setting it is catalog-only.
-        let storage: i8 = tx
-            .query_one(
-                "SELECT attstorage FROM pg_attribute \
-                 WHERE attrelid = $1::text::regclass AND attname = 'embedding'",
-                &[table],
-            )
-            .await?
-            .get(0);
-        if storage != b'm' as i8 {
+        // is slow). MAIN keeps them in the row; setting it is catalog-only,
+        // and needed again after ALTER COLUMN TYPE, which resets it.
+        if typmod < 0 || storage != b'm' as i8 {
             tx.batch_execute(&format!(
                 "ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE MAIN"
             ))
