@@ -185,12 +185,18 @@ pub fn print_server_means(stretch: &str, before: &Histograms, after: &Histograms
         let calls = count - count0;
         if calls >= 1.0 {
             let name = series.trim_start_matches("mnemo_");
-            println!(
-                "    {name:<60} {calls:>6.0} calls  {:>7.2} ms",
-                (sum - sum0) * 1000.0 / calls
-            );
+            let mean = (sum - sum0) * 1000.0 / calls;
+            println!("    {name:<60} {calls:>6.0} calls  {mean:>7.2} ms");
         }
     }
+}
+
+/// The mean of series `series` (e.g. `mnemo_embedding_duration{}`) over the
+/// calls between two readings, in ms; `None` when it counted none.
+pub fn mean_ms(before: &Histograms, after: &Histograms, series: &str) -> Option<f64> {
+    let (sum, count) = after.get(series).copied()?;
+    let (sum0, count0) = before.get(series).copied().unwrap_or_default();
+    (count > count0).then(|| (sum - sum0) * 1000.0 / (count - count0))
 }
 
 /// (VmRSS, VmHWM) of a process in kB, zeros when it is gone.

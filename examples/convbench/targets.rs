@@ -36,6 +36,29 @@ const SINGLE_PER_S: f64 = 60.0;
 /// The servers' peak RSS (VmHWM).
 const RSS_MB: f64 = 300.0;
 
+/// What a search costs before any SQL, measured in the same run: the bare
+/// embedder on one question (p50) and an MCP round trip that touches
+/// neither model nor database (`tools/list`, p50, per transport).
+pub struct Floor {
+    pub embed_ms: f64,
+    pub trips: Vec<(&'static str, f64)>,
+}
+
+impl Floor {
+    /// The floor of a search over `transport`, and how it is made up.
+    fn of(&self, transport: &str) -> Option<(f64, String)> {
+        let (_, trip) = self.trips.iter().find(|(t, _)| *t == transport)?;
+        let total = self.embed_ms + trip;
+        Some((
+            total,
+            format!(
+                "floor {total:.1} ms = embed {:.1} + round trip {trip:.1}",
+                self.embed_ms
+            ),
+        ))
+    }
+}
+
 /// What one layout's run measured.
 pub struct Measured {
     short: String,
@@ -44,6 +67,9 @@ pub struct Measured {
     moments: Vec<(Moment, Timings, usize)>,
     pub ingest_ratio: Option<f64>,
     pub single_rate: Option<f64>,
+    /// The server's mean embedding time per `store_memory` call.
+    pub single_embed_ms: Option<f64>,
+    pub floor: Option<Floor>,
     pub peak_rss_mb: f64,
 }
 
@@ -58,6 +84,8 @@ impl Measured {
             moments: Vec::new(),
             ingest_ratio: None,
             single_rate: None,
+            single_embed_ms: None,
+            floor: None,
             peak_rss_mb: 0.0,
         }
     }
@@ -75,30 +103,55 @@ impl Measured {
     }
 }
 
-struct Table(Vec<[String; 6]>);
+/// Rows of target, scope, moment, client, measured, verdict, and what
+/// bounds the value from below when that is known.
+struct Table(Vec<[String; 7]>);
 
 impl Table {
     fn at_most(&mut self, key: [&str; 4], value: f64, limit: f64, unit: &str) {
+        self.at_most_bounded(key, value, limit, unit, String::new());
+    }
+
+    /// A target with the floor under it: when the floor alone passes the
+    /// limit, the verdict says so.
+    fn at_most_bounded(
+        &mut self,
+        key: [&str; 4],
+        value: f64,
+        limit: f64,
+        unit: &str,
+        bound: String,
+    ) {
         let verdict = if value <= limit {
             "met".to_string()
         } else {
             format!("gap {:.2}{unit} over", value - limit)
         };
-        self.row(key, format!("{value:.2}{unit}"), verdict);
+        self.row(key, format!("{value:.2}{unit}"), verdict, bound);
     }
 
-    fn at_least(&mut self, key: [&str; 4], value: f64, limit: f64, unit: &str) {
+    fn at_least(&mut self, key: [&str; 4], value: f64, limit: f64, unit: &str, bound: String) {
         let verdict = if value >= limit {
             "met".to_string()
         } else {
             format!("gap {:.2}{unit} short", limit - value)
         };
-        self.row(key, format!("{value:.2}{unit}"), verdict);
+        self.row(key, format!("{value:.2}{unit}"), verdict, bound);
     }
 
-    fn row(&mut self, key: [&str; 4], measured: String, verdict: String) {
+    fn row(&mut self, key: [&str; 4], measured: String, verdict: String, bound: String) {
         let [a, b, c, d] = key.map(str::to_string);
-        self.0.push([a, b, c, d, measured, verdict]);
+        self.0.push([a, b, c, d, measured, verdict, bound]);
+    }
+}
+
+/// The floor under a latency target over `transport`, marked when it alone
+/// passes `limit`.
+fn floor_note(m: &Measured, transport: &str, limit: f64) -> String {
+    match m.floor.as_ref().and_then(|f| f.of(transport)) {
+        Some((total, text)) if total > limit => format!("{text}: over the target before any SQL"),
+        Some((_, text)) => text,
+        None => String::new(),
     }
 }
 
@@ -109,12 +162,15 @@ pub fn print_table(all: &[Measured]) {
             let label = moment.label();
             for transport in TRANSPORTS {
                 let key = |target| [target, m.short.as_str(), label, transport];
+                let bound = |limit| floor_note(m, transport, limit);
                 if let Some((p50, p95)) = timings.p(transport, "hybrid") {
-                    t.at_most(key("hybrid p50 <= 12 ms"), p50, HYBRID_P50_MS, " ms");
-                    t.at_most(key("hybrid p95 <= 25 ms"), p95, HYBRID_P95_MS, " ms");
+                    let (k50, k95) = (key("hybrid p50 <= 12 ms"), key("hybrid p95 <= 25 ms"));
+                    t.at_most_bounded(k50, p50, HYBRID_P50_MS, " ms", bound(HYBRID_P50_MS));
+                    t.at_most_bounded(k95, p95, HYBRID_P95_MS, " ms", bound(HYBRID_P95_MS));
                 }
                 if let Some((p50, _)) = timings.p(transport, "semantic") {
-                    t.at_most(key("semantic p50 <= 9 ms"), p50, SEMANTIC_P50_MS, " ms");
+                    let k = key("semantic p50 <= 9 ms");
+                    t.at_most_bounded(k, p50, SEMANTIC_P50_MS, " ms", bound(SEMANTIC_P50_MS));
                 }
             }
             t.at_most(
@@ -138,6 +194,7 @@ pub fn print_table(all: &[Measured]) {
                 r,
                 INGEST_RATIO,
                 " x",
+                String::new(),
             );
         }
         if let Some(r) = m.single_rate {
@@ -146,6 +203,12 @@ pub fn print_table(all: &[Measured]) {
                 r,
                 SINGLE_PER_S,
                 "/s",
+                m.single_embed_ms.map_or_else(String::new, |e| {
+                    format!(
+                        "embedding one turn takes {e:.1} ms in the server: at most {:.0}/s",
+                        1000.0 / e.max(1e-9)
+                    )
+                }),
             );
         }
         t.at_most(
@@ -156,14 +219,16 @@ pub fn print_table(all: &[Measured]) {
         );
     }
     println!("\n=== targets (issue 15) ===");
-    let head = ["target", "scope", "moment", "client", "measured", "verdict"];
+    let head = [
+        "target", "scope", "moment", "client", "measured", "verdict", "bound",
+    ];
     let mut widths = head.map(str::len);
     for row in &t.0 {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let print = |cells: [&str; 6]| {
+    let print = |cells: [&str; 7]| {
         let line: Vec<String> = cells
             .iter()
             .zip(widths)

@@ -107,10 +107,12 @@ fn embed_in_passes<M: Model>(model: &M, texts: &[String]) -> Result<Vec<Vec<f32>
 }
 
 /// Padded tokens one pass may hold. Attention's scratch memory grows with
-/// rows x width², and ONNX Runtime's arena keeps its largest: with passes
-/// of 32 texts, batch ingest took the server to 435 MB resident; with this
-/// cap (and sorted chunks) 367 MB (docs/BENCHMARKS.md).
-const PASS_TOKENS: usize = 2048;
+/// rows x width², and ONNX Runtime's arena keeps its largest. With sorted
+/// chunks, passes of 2,048 tokens took the HTTP server to 367-402 MB
+/// resident during batch ingest; 512 keeps it near 200 MB at the same
+/// throughput (ONNX Runtime alone, 3,000 turn-length texts: 2,048 tokens
+/// 322 MB at 103 texts/s, 512 tokens 200-208 MB at 98-108; docs/BENCHMARKS.md).
+const PASS_TOKENS: usize = 512;
 
 /// A pass's inputs: token ids padded with `pad_id` to the longest sequence,
 /// and the attention mask (1 on real tokens), both row-major, and the

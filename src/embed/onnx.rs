@@ -65,6 +65,11 @@ pub struct OnnxOptions {
     /// Whether MLAS repacks constant weight matrices at load (faster GEMM,
     /// more memory).
     pub prepacking: bool,
+    /// Whether to run a copy of the graph that ONNX Runtime saved after its
+    /// own graph optimisation (kept next to the model, or in the temp dir
+    /// when that is read-only), instead of optimising the source at every
+    /// load. See [`optimized_copy`].
+    pub optimized_copy: bool,
 }
 
 impl Default for OnnxOptions {
@@ -78,6 +83,7 @@ impl Default for OnnxOptions {
             batch_size: 32,
             arena: true,
             prepacking: true,
+            optimized_copy: true,
         }
     }
 }
@@ -117,31 +123,7 @@ impl Local<Onnx> {
         let (tokenizer, pad_id) =
             super::load_tokenizer(&files.tokenizer_dir.join(TOKENIZER_FILE), MAX_SEQ_LEN)?;
 
-        let load_err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
-            EmbedError::Load(format!("ONNX session for {}: {e}", files.model.display()))
-        };
-        let mut builder = Session::builder()
-            .map_err(|e| EmbedError::Load(format!("ONNX session builder: {e}")))?
-            .with_optimization_level(options.optimization)
-            .map_err(load_err)?
-            .with_intra_threads(options.threads.max(1))
-            .map_err(load_err)?
-            .with_inter_threads(1)
-            .map_err(load_err)?
-            .with_intra_op_spinning(options.spinning)
-            .map_err(load_err)?
-            .with_prepacking(options.prepacking)
-            .map_err(load_err)?;
-        if !options.arena {
-            builder = builder
-                .with_execution_providers([ort::ep::CPU::default()
-                    .with_arena_allocator(false)
-                    .build()])
-                .map_err(load_err)?;
-        }
-        let session = builder
-            .commit_from_file(&files.model)
-            .map_err(|e| EmbedError::Load(format!("ONNX model {}: {e}", files.model.display())))?;
+        let session = open_session(files, options)?;
 
         let input_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
@@ -194,6 +176,158 @@ fn init_runtime(lib: &Path) -> Result<(), EmbedError> {
         .with_name("mnemo")
         .commit();
     Ok(())
+}
+
+/// The session over the optimized copy when there is (or can be made) one,
+/// else over the source graph. A copy that fails to load is deleted and
+/// made again once, so a stale or damaged file costs one slow start.
+fn open_session(files: &OnnxFiles, options: &OnnxOptions) -> Result<Session, EmbedError> {
+    let from_source = || {
+        session_builder(files, options, options.optimization)?
+            .commit_from_file(&files.model)
+            .map_err(|e| EmbedError::Load(format!("ONNX model {}: {e}", files.model.display())))
+    };
+    if !options.optimized_copy || options.optimization != GraphOptimizationLevel::All {
+        return from_source();
+    }
+    for attempt in 0..2 {
+        let Some(copy) = optimized_copy(files, options) else {
+            break;
+        };
+        let session = session_builder(files, options, options.optimization).and_then(|mut b| {
+            b.commit_from_file(&copy)
+                .map_err(|e| EmbedError::Load(format!("{}: {e}", copy.display())))
+        });
+        match session {
+            Ok(session) => return Ok(session),
+            Err(e) => {
+                tracing::warn!(copy = %copy.display(), attempt, error = %e, "optimized ONNX graph did not load; making it again");
+                let _ = std::fs::remove_file(&copy);
+            }
+        }
+    }
+    from_source()
+}
+
+/// A session builder with `options` at `level`.
+fn session_builder(
+    files: &OnnxFiles,
+    options: &OnnxOptions,
+    level: GraphOptimizationLevel,
+) -> Result<ort::session::builder::SessionBuilder, EmbedError> {
+    let load_err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+        EmbedError::Load(format!("ONNX session for {}: {e}", files.model.display()))
+    };
+    let mut builder = Session::builder()
+        .map_err(|e| EmbedError::Load(format!("ONNX session builder: {e}")))?
+        .with_optimization_level(level)
+        .map_err(load_err)?
+        .with_intra_threads(options.threads.max(1))
+        .map_err(load_err)?
+        .with_inter_threads(1)
+        .map_err(load_err)?
+        .with_intra_op_spinning(options.spinning)
+        .map_err(load_err)?
+        .with_prepacking(options.prepacking)
+        .map_err(load_err)?;
+    if !options.arena {
+        builder = builder
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+            .map_err(load_err)?;
+    }
+    Ok(builder)
+}
+
+/// The path of the source graph as ONNX Runtime optimises it, made first if
+/// missing; `None` when it cannot be made (nothing writable), and the source
+/// is loaded as before.
+///
+/// Why: the packaged graph stores its weights as int8 with a cast and a
+/// scale per matrix. ONNX Runtime folds those into fp32 at every load and
+/// keeps the int8 initialisers beside the folded copies. Its saved graph
+/// holds only the fp32 weights: loading that peaked at 186 MB against 259 MB
+/// (resident 161 against 205 MB), with the same vectors and speed
+/// (docs/BENCHMARKS.md, "Resident memory"). The saved graph uses ONNX
+/// Runtime's own fused operators, so its name carries the identity of the
+/// runtime library as well as of the model: a new version of either makes a
+/// new copy. It is saved at the "extended" level, which has no
+/// hardware-specific layouts; the session that runs it still applies "all".
+fn optimized_copy(files: &OnnxFiles, options: &OnnxOptions) -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let mut key = Sha256::new();
+    for path in [&files.model, &files.runtime_lib] {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        let meta = std::fs::metadata(&path).ok()?;
+        key.update(path.as_os_str().as_encoded_bytes());
+        key.update(meta.len().to_le_bytes());
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        key.update(modified.to_le_bytes());
+    }
+    // Extended-level graphs hold no CPU-specific layouts, but a copied data
+    // directory should not find out the hard way.
+    #[cfg(target_arch = "x86_64")]
+    key.update(
+        [
+            std::arch::is_x86_feature_detected!("avx2"),
+            std::arch::is_x86_feature_detected!("avx512f"),
+            std::arch::is_x86_feature_detected!("avx512vnni"),
+        ]
+        .map(u8::from),
+    );
+    let name = format!(
+        "mnemo-optimized-{}.onnx",
+        &hex::encode(key.finalize())[..16]
+    );
+    let beside = files.model.parent().map(Path::to_path_buf);
+    let dirs: Vec<PathBuf> = beside
+        .into_iter()
+        .chain([std::env::temp_dir().join("mnemo-onnx")])
+        .collect();
+    if let Some(found) = dirs.iter().map(|d| d.join(&name)).find(|p| p.is_file()) {
+        return Some(found);
+    }
+    for dir in dirs {
+        let copy = dir.join(&name);
+        // Saved under a name of its own, then renamed: a process that starts
+        // meanwhile never opens a half-written graph. Created here first, so
+        // a read-only directory is found out before the costly session.
+        let partial = dir.join(format!(
+            ".{name}.{}.{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        if std::fs::create_dir_all(&dir).is_err() || std::fs::File::create(&partial).is_err() {
+            continue;
+        }
+        let made = session_builder(files, options, GraphOptimizationLevel::Level2)
+            .and_then(|b| {
+                b.with_optimized_model_path(&partial)
+                    .map_err(|e| EmbedError::Load(e.to_string()))
+            })
+            .and_then(|mut b| {
+                b.commit_from_file(&files.model)
+                    .map_err(|e| EmbedError::Load(e.to_string()))
+            })
+            // This session is not the one kept: it holds both weight copies.
+            .map(drop);
+        let written = std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0);
+        match made {
+            Ok(()) if written && std::fs::rename(&partial, &copy).is_ok() => {
+                tracing::info!(copy = %copy.display(), "saved the optimized ONNX graph");
+                return Some(copy);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "could not save an optimized ONNX graph here");
+            }
+        }
+        let _ = std::fs::remove_file(&partial);
+    }
+    None
 }
 
 impl Model for Onnx {
@@ -353,6 +487,115 @@ mod tests {
             Err(other) => panic!("wrong error: {other}"),
             Ok(_) => panic!("loaded a model from missing files"),
         }
+    }
+
+    /// A model file copied into a directory of its own, so the optimized copy
+    /// this test makes is its own.
+    fn private_model(tag: &str) -> (OnnxFiles, PathBuf) {
+        let mut f = files();
+        let dir = std::env::temp_dir().join(format!(
+            "mnemo-onnx-test-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let model = dir.join("model.onnx");
+        std::fs::copy(&f.model, &model).expect("copy the model");
+        f.model = model;
+        (f, dir)
+    }
+
+    fn copies_in(dir: &Path) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy() != "model.onnx")
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn embed(files: &OnnxFiles, options: &OnnxOptions, texts: &[String]) -> Vec<Vec<f32>> {
+        let embedder = OnnxEmbedder::load(files, options).expect("load");
+        embedder.embed_sync(texts).expect("embed")
+    }
+
+    #[test]
+    fn the_optimized_copy_is_made_once_and_embeds_like_the_source() {
+        let (f, dir) = private_model("copy");
+        let texts: Vec<String> = ["what did Melanie paint last summer?", "hi", ""]
+            .map(String::from)
+            .to_vec();
+        let source = OnnxOptions {
+            optimized_copy: false,
+            ..OnnxOptions::default()
+        };
+        let plain = embed(&f, &source, &texts);
+        assert_eq!(
+            copies_in(&dir),
+            Vec::<PathBuf>::new(),
+            "made a copy when told not to"
+        );
+
+        let first = embed(&f, &OnnxOptions::default(), &texts);
+        let made = copies_in(&dir);
+        assert_eq!(
+            made.len(),
+            1,
+            "one optimized copy beside the model: {made:?}"
+        );
+        let copy = &made[0];
+        assert!(copy.to_string_lossy().ends_with(".onnx"), "{copy:?}");
+        let stamp = std::fs::metadata(copy)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+
+        let second = embed(&f, &OnnxOptions::default(), &texts);
+        assert_eq!(copies_in(&dir), made, "a second load made another file");
+        let again = std::fs::metadata(copy)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert_eq!(stamp, again, "the copy was rewritten instead of reused");
+
+        for (i, ((a, b), c)) in plain.iter().zip(&first).zip(&second).enumerate() {
+            let cos = super::super::testkit::dot(a, b);
+            assert!(
+                cos > 0.99999,
+                "text {i}: cosine {cos} between source and copy"
+            );
+            let same = super::super::testkit::dot(b, c);
+            assert!(
+                same > 0.999999,
+                "text {i}: the reused copy embeds differently ({same})"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_optimized_copy_is_made_again() {
+        let (f, dir) = private_model("damaged");
+        let texts = vec!["Caroline went to a support group on Tuesday.".to_string()];
+        let good = embed(&f, &OnnxOptions::default(), &texts);
+        let made = copies_in(&dir);
+        assert_eq!(made.len(), 1, "{made:?}");
+        std::fs::write(&made[0], b"not an onnx graph").expect("damage the copy");
+
+        let after = embed(&f, &OnnxOptions::default(), &texts);
+        let cos = super::super::testkit::dot(&good[0], &after[0]);
+        assert!(
+            cos > 0.999999,
+            "vectors changed after the copy was remade ({cos})"
+        );
+        let len = std::fs::metadata(&made[0]).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            len > 1_000_000,
+            "the damaged copy was not replaced ({len} bytes)"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -603,6 +603,7 @@ pub(super) fn search_sql(dim: usize) -> Statement {
                 text,
                 use_text,
                 terms: None,
+                scan_scope: false,
             }),
             windows: None,
             tuning: super::tuning::Tuning::DEFAULT,

@@ -85,7 +85,19 @@ pub(crate) struct KeywordParams {
     /// document frequencies) when the caller has them (see `terms`);
     /// otherwise they are counted in the statement.
     pub terms: Option<(Param, Param, Param)>,
+    /// Match by reading the scope's rows instead of the full-text index:
+    /// for a scope of at most [`SMALL_SCOPE`] rows (see there).
+    pub scan_scope: bool,
 }
+
+/// Scopes of at most this many memories are matched row by row, not
+/// through the full-text index. The GIN index holds every scope's rows: a
+/// lexeme common across the table (a name in many conversations) makes its
+/// bitmap cost the same however small the scope. Across 1,000 scopes of
+/// 100 turns the keyword statement took 7-9 ms through the index and 2.3-2.8
+/// ms reading the scope; in one scope of 1,000 it was the other way round
+/// (2.5-4 against 9-10 ms): reading costs ~9 µs a row (docs/BENCHMARKS.md).
+pub(crate) const SMALL_SCOPE: i64 = 250;
 
 /// Where the fusion takes its full-text list from.
 pub(crate) enum KeywordList {
@@ -145,6 +157,7 @@ pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> Stri
         text,
         use_text,
         terms,
+        scan_scope,
     } = p;
     let candidates = CANDIDATES;
     let (total, df) = match terms {
@@ -171,6 +184,19 @@ pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> Stri
             ),
         ),
     };
+    // OFFSET 0 keeps the planner from pushing the match into the scan.
+    let matched = if *scan_scope {
+        format!(
+            "SELECT m.id, m.search_tsv FROM ( \
+                SELECT m.id, m.search_tsv FROM {table} m WHERE {use_text}::bool AND {filter} OFFSET 0) m, q \
+             WHERE m.search_tsv @@ q.query LIMIT {MATCH_CAP}"
+        )
+    } else {
+        format!(
+            "SELECT m.id, m.search_tsv FROM {table} m, q \
+             WHERE {use_text}::bool AND m.search_tsv @@ q.query AND {filter} LIMIT {MATCH_CAP}"
+        )
+    };
     format!(
         "df AS MATERIALIZED ( \
             {df} \
@@ -179,8 +205,7 @@ pub(crate) fn keyword_ctes(table: &str, filter: &str, p: &KeywordParams) -> Stri
                                 || plainto_tsquery('english', {text}), \
                             plainto_tsquery('english', {text})) AS query \
          ), matched AS ( \
-            SELECT m.id, m.search_tsv FROM {table} m, q \
-            WHERE {use_text}::bool AND m.search_tsv @@ q.query AND {filter} LIMIT {MATCH_CAP} \
+            {matched} \
          ), total AS ( \
             {total} \
          ), idf AS MATERIALIZED ( \
@@ -292,7 +317,7 @@ pub(crate) fn fusion_ctes(table: &str, filter: &str, p: &FusionParams) -> String
 /// The keyword statement of a memory search: the full-text candidates' ids,
 /// best first, for the query text and its term statistics. It needs no
 /// embedding, so it runs while the query is embedded.
-pub(super) fn keyword_sql(shape: Shape) -> Statement {
+pub(super) fn keyword_sql(shape: Shape, scan_scope: bool) -> Statement {
     let mut b = Builder::default();
     let filter = shape.sql(&mut b);
     let params = KeywordParams {
@@ -303,6 +328,7 @@ pub(super) fn keyword_sql(shape: Shape) -> Statement {
             b.param(Slot::Lexemes),
             b.param(Slot::Dfs),
         )),
+        scan_scope,
     };
     let ctes = keyword_ctes("memories", &filter, &params);
     b.finish(format!(
@@ -416,7 +442,7 @@ pub(super) fn search_sql(shape: Shape, dim: usize, tuning: &Tuning) -> Statement
 
 /// The search statements, built once per combination of filters (and
 /// embedding dimension).
-static KEYWORD: LazyLock<Cache<Shape>> = LazyLock::new(Cache::default);
+static KEYWORD: LazyLock<Cache<(Shape, bool)>> = LazyLock::new(Cache::default);
 static SEMANTIC: LazyLock<Cache<(Shape, usize)>> = LazyLock::new(Cache::default);
 static FUSION: LazyLock<Cache<(Shape, usize, [u64; 8])>> = LazyLock::new(Cache::default);
 
@@ -483,24 +509,71 @@ impl Store {
                 ids: Vec::new(),
             });
         }
+        let rows = super::timed(
+            "search_keywords",
+            self.keyword_rows(&client, scope, filter, user_id, &query.text, ""),
+        )
+        .await?;
+        // One row always (an aggregate); none would mean no candidates.
+        let ids = match rows.first() {
+            Some(row) => row.try_get("ids")?,
+            None => Vec::new(),
+        };
+        Ok(KeywordHits {
+            user_id: Some(user_id),
+            ids,
+        })
+    }
+
+    /// The keyword statement for `text` in `user_id`'s scope under `filter`
+    /// (term statistics first), run with `prefix` (e.g. `EXPLAIN`) before it.
+    async fn keyword_rows(
+        &self,
+        client: &deadpool_postgres::Client,
+        scope: &Scope,
+        filter: &ListFilter,
+        user_id: Uuid,
+        text: &String,
+        prefix: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let terms = self
-            .term_stats(&client, scope.companion_id, user_id, &query.text)
+            .term_stats(client, scope.companion_id, user_id, text)
             .await?;
         let shape = filter.shape();
-        let keyword = KEYWORD.get(shape, || keyword_sql(shape));
+        let small = terms.scope_size <= SMALL_SCOPE;
+        let keyword = KEYWORD.get((shape, small), || keyword_sql(shape, small));
         let values = filter.values(scope, user_id);
         let params = keyword.values(|slot| match slot {
-            Slot::Text => Some(&query.text),
+            Slot::Text => Some(text),
             Slot::ScopeSize => Some(&terms.scope_size),
             Slot::Lexemes => Some(&terms.lexemes),
             Slot::Dfs => Some(&terms.dfs),
             filter => values.get(filter),
         })?;
-        let row = super::timed("search_keywords", client.one(&keyword.sql, &params)).await?;
-        Ok(KeywordHits {
-            user_id: Some(user_id),
-            ids: row.try_get("ids")?,
-        })
+        let sql = format!("{prefix} {}", keyword.sql);
+        Ok(client.rows(sql.trim_start(), &params).await?)
+    }
+
+    /// The plan PostgreSQL chooses for the keyword statement of a search of
+    /// `text` under `filter`, with that search's term statistics: what
+    /// `tests/store.rs` checks reads a small scope's own rows.
+    #[doc(hidden)]
+    pub async fn explain_keyword_search(
+        &self,
+        scope: &Scope,
+        filter: &ListFilter,
+        text: &str,
+    ) -> Result<String, StoreError> {
+        let client = self.client().await?;
+        let Some(user_id) = Store::find_user(&client, &filter.user).await? else {
+            return Ok(String::new());
+        };
+        let text = text.to_string();
+        let rows = self
+            .keyword_rows(&client, scope, filter, user_id, &text, "EXPLAIN")
+            .await?;
+        let lines = super::read_rows(&rows, |r| Ok(r.try_get::<_, String>("QUERY PLAN")?))?;
+        Ok(lines.join("\n"))
     }
 
     /// The best `query.limit` memories for `query` under `filter`, given

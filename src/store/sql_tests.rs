@@ -51,11 +51,15 @@ fn every_filter() -> ListFilter {
 fn keyword_statement() {
     insta::assert_snapshot!(
         "keyword",
-        show(&super::search::keyword_sql(no_filter().shape()))
+        show(&super::search::keyword_sql(no_filter().shape(), false))
     );
     insta::assert_snapshot!(
         "keyword_filtered",
-        show(&super::search::keyword_sql(every_filter().shape()))
+        show(&super::search::keyword_sql(every_filter().shape(), false))
+    );
+    insta::assert_snapshot!(
+        "keyword_small_scope",
+        show(&super::search::keyword_sql(every_filter().shape(), true))
     );
 }
 
